@@ -1,0 +1,1 @@
+"""Model backbones (three weight profiles) and the two papers' models."""

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Run the whole study: every notebook in notebooks/ in order, headless, with papermill.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+usage() {
+  cat <<USAGE
+Usage: ./run_all.sh [options]
+
+Executes notebooks/01_*.ipynb ... 05_*.ipynb in order with papermill (sets up .venv on first
+use). Writes executed notebooks, logs, figures, checkpoints and results.jsonl to the output
+folder; stops at the first failing notebook and names it and its failing cell.
+
+Options:
+  --dataset NAME   demo (default, synthetic, generated on first use), agiqa3k, aigciqa2023,
+                   aigiqa20k, koniq10k, spaq
+  --root PATH      dataset folder (not needed for demo)
+  --profile P      lite (default: real packaged weights, CPU), full (papers' hub weights,
+                   GPU recommended), tiny (random weights, smoke tests only)
+  --out DIR        output folder (default: outputs/<dataset>_<profile>)
+  --fast           tiny settings in every notebook (smoke test, about a minute)
+  --only NN        run only notebooks whose number is NN (repeatable, e.g. --only 02)
+  --device DEV     cpu (default) or cuda
+  -h, --help       show this help
+USAGE
+}
+
+dataset=demo; root=""; profile=lite; out=""; fast=False; device=cpu; only=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dataset) dataset="$2"; shift 2 ;;
+    --root) root="$2"; shift 2 ;;
+    --profile) profile="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --fast) fast=True; shift ;;
+    --only) only+=("$2"); shift 2 ;;
+    --device) device="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ -n "$root" ]] && root="$(cd "$root" && pwd)"
+out="${out:-$here/outputs/${dataset}_${profile}}"
+mkdir -p "$out/notebooks" "$out/logs" "$out/figures"
+out="$(cd "$out" && pwd)"
+
+py="$("$here/scripts/setup_env.sh" | tail -n 1)"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+params=(-p dataset "$dataset" -p profile "$profile" -p out_dir "$out"
+        -p results_path "$out/results.jsonl" -p fast "$fast" -p device "$device")
+[[ -n "$root" ]] && params+=(-p root "$root")
+
+start=$(date +%s)
+for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
+  name="$(basename "$nb" .ipynb)"
+  if [[ ${#only[@]} -gt 0 && ! " ${only[*]} " == *" ${name:0:2} "* ]]; then continue; fi
+  echo "[run_all] $name ($dataset, $profile) ..."
+  t0=$(date +%s)
+  if ! (cd "$here/notebooks" && "$py" -m papermill "$nb" "$out/notebooks/$name.ipynb" \
+          "${params[@]}" --cwd "$here/notebooks" >"$out/logs/$name.log" 2>&1); then
+    cell="$(grep -m1 -o "Exception was encountered at '[^']*'" "$out/logs/$name.log" || true)"
+    echo "[run_all] FAILED: $name ${cell:+($cell)}; log: $out/logs/$name.log" >&2
+    tail -n 25 "$out/logs/$name.log" >&2
+    exit 1
+  fi
+  echo "[run_all] $name done in $(( $(date +%s) - t0 )) s"
+done
+echo "[run_all] all notebooks done in $(( $(date +%s) - start )) s; outputs in $out"
+echo "[run_all] results: $out/results.jsonl; figures: $out/figures"
