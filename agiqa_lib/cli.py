@@ -12,6 +12,10 @@ from agiqa_lib.errors import AgiqaError
 COMMANDS = [
     "agiqa_lib.commands.split",
     "agiqa_lib.commands.score",
+    "agiqa_lib.commands.extract",
+    "agiqa_lib.commands.semantic",
+    "agiqa_lib.commands.train_clip",
+    "agiqa_lib.commands.train_ma",
 ]
 
 

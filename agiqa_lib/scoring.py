@@ -113,3 +113,29 @@ def score_images(scorer: Scorer, inputs: Iterable[str | os.PathLike],
     for path, reason in skipped:
         warnings.warn(f"skipped unreadable image {path}: {reason}", stacklevel=2)
     return ScoreRun(pd.DataFrame(rows, columns=["path", "score"]), skipped)
+
+
+def evaluate_checkpoints(checkpoints: Iterable[str | os.PathLike], dataset: str,
+                         root: str | os.PathLike | None, device: str = "cpu",
+                         fast: bool = False, seed: int = 0) -> pd.DataFrame:
+    """Score a whole dataset with each checkpoint and evaluate against its MOS.
+
+    Used for cross-dataset generalisation (train on one dataset, test on another).
+    `fast` evaluates a seeded sample of 64 images.
+    """
+    from agiqa_lib.datasets import load_dataset
+    from agiqa_lib.metrics import evaluate
+
+    frame = load_dataset(dataset, root)
+    if fast:
+        frame = frame.sample(n=min(64, len(frame)), random_state=seed)
+    rows = []
+    for checkpoint in checkpoints:
+        meta = checkpoint_metadata(checkpoint)
+        run = score_images(load_scorer(checkpoint, device=device), frame["path"].tolist())
+        scored = frame.merge(run.scores, on="path")
+        metrics = evaluate(scored["score"].to_numpy(), scored["mos"].to_numpy(),
+                           groups=scored["generator"].to_numpy() if "generator" in scored else None)
+        rows.append({"checkpoint": Path(checkpoint).name, "model": meta.get("agiqa_model"),
+                     "trained_on": meta.get("dataset"), "tested_on": dataset, **metrics})
+    return pd.DataFrame(rows)

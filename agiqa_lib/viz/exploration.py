@@ -10,16 +10,10 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
+from agiqa_lib.viz import save_figure  # noqa: F401  (re-exported for notebooks)
+
 ALIGNMENT_COLUMNS = ("mos_align", "mos_correspondence")
 QUALITY_COLUMN = "mos_quality"
-
-
-def save_figure(fig: plt.Figure, name: str, out_dir: str | Path) -> Path:
-    """Save `fig` as `{out_dir}/figures/{name}.png` and return the path."""
-    path = Path(out_dir) / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
 
 
 def score_columns(df: pd.DataFrame) -> list[str]:

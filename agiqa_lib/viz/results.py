@@ -10,14 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from agiqa_lib.report import per_generator_error
-
-
-def save_figure(fig: plt.Figure, name: str, out_dir: str | Path) -> Path:
-    """Save `fig` as `{out_dir}/figures/{name}.png` and return the path."""
-    path = Path(out_dir) / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+from agiqa_lib.viz import save_figure  # noqa: F401  (re-exported for notebooks)
 
 
 def _label(record: pd.Series) -> str:

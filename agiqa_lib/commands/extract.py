@@ -1,0 +1,89 @@
+"""`agiqa extract`: fill a dataset's feature cache (CLIP image views or IQA-backbone tokens)."""
+
+from __future__ import annotations
+
+import argparse
+
+from agiqa_lib.errors import AgiqaError
+
+NAME = "extract"
+HELP = ("extract frozen image features of a dataset into the resumable cache "
+        "(CLIP image features per view, or IQA-backbone tokens); prints images/s and the path")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `agiqa extract`."""
+    parser.add_argument("dataset", help="dataset name (agiqa3k, aigciqa2023, aigiqa20k, koniq10k, "
+                                        "spaq, demo, folder)")
+    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
+    parser.add_argument("--profile", default="lite", choices=("full", "lite", "tiny"),
+                        help="weight profile (default lite)")
+    parser.add_argument("--what", default="clip", choices=("clip", "iqa"),
+                        help="clip: CLIP image features; iqa: MANIQA backbone tokens [C, 784]")
+    parser.add_argument("--views", default="test",
+                        help="clip only: comma-separated views: 'test', 'aug<k>', or a number K "
+                             "for aug0..aug{K-1} (e.g. 'test,4'; default test)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="base seed of the augmented views (default 0)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="store float16 features (half the disk; default for --what iqa)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N images of the dataset (a separate cache entry)")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="image-loading worker processes (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="full profile only: local weights file instead of the hub")
+
+
+def _view_names(text: str) -> tuple[list[str], int]:
+    """'test,4,aug9' -> (['test', 'aug9'], 4)."""
+    views, n_aug = [], 0
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part.isdigit():
+            n_aug = max(n_aug, int(part))
+        else:
+            views.append(part)
+    return views, n_aug
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the dataset, build the model, fill each requested cache entry, print throughput."""
+    from agiqa_lib.datasets import load_dataset
+    from agiqa_lib.features import (backbone_view, clip_view, fill_store, open_store,
+                                    parse_views)
+
+    if args.limit is not None and args.limit < 1:
+        raise AgiqaError(f"--limit must be a positive number of images, got {args.limit}.")
+    df = load_dataset(args.dataset, root=args.root)
+    if args.limit is not None:
+        df = df.head(args.limit)
+    paths = [str(p) for p in df["path"]]
+    if args.what == "clip":
+        from agiqa_lib.models.clip import create_clip
+
+        views = parse_views(*_view_names(args.views))
+        bundle = create_clip(args.profile, checkpoint=args.checkpoint, device=args.device)
+        specs = [clip_view(bundle, args.dataset, view, args.seed) for view in views]
+        fp16 = args.fp16
+    else:
+        from agiqa_lib.models.iqa_backbone import create_iqa_backbone
+
+        if args.views != "test":
+            raise AgiqaError("--views applies to --what clip only; IQA-backbone tokens are "
+                             "extracted for the fixed (test) transform.")
+        backbone = create_iqa_backbone(args.profile, checkpoint=args.checkpoint,
+                                       device=args.device)
+        specs = [backbone_view(backbone, args.dataset, args.profile)]
+        fp16 = True
+    for spec in specs:
+        store = open_store(paths, spec.key, fp16=fp16)
+        stats = fill_store(store, paths, spec.encode, spec.transform, batch_size=args.batch_size,
+                           num_workers=args.num_workers, device=args.device)
+        rate = (f"{stats.n_computed} images in {stats.seconds:.1f} s, "
+                f"{stats.images_per_s:.1f} images/s" if stats.n_computed else "already cached")
+        print(f"{args.what} {spec.key.view}: {len(paths)} images ({rate}); "
+              f"item shape {list(store.item_shape)} {'float16' if fp16 else 'float32'}; "
+              f"cache {store.path}")
+    return 0

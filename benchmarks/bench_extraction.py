@@ -1,0 +1,146 @@
+"""Images/s of a bare encoder forward vs extraction through the feature-cache pipeline, one run.
+
+The bare forward encodes a fixed random batch repeatedly (no decoding, no transform, no disk);
+the pipeline extracts the same number of real image files into a fresh temporary cache (file
+hashing, JPEG decoding, the model's own transform, forward, fp32/fp16 shards, reading back).
+Their ratio is the cache pipeline's overhead. Peak memory: process RSS high-water mark on CPU,
+`torch.cuda.max_memory_allocated` per phase on GPU. Uses the first N images of the real
+AGIQA-3K when present, else N synthetic 512x512 JPEGs. `full` (random weights) needs a GPU.
+
+    python benchmarks/bench_extraction.py --profile lite --n 256
+    python benchmarks/bench_extraction.py --profile full --what iqa --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from agiqa_lib.cache import CacheKey  # noqa: E402
+from agiqa_lib.features import (FeatureSpec, backbone_view, clip_view,  # noqa: E402
+                                describe_transform, extract_features)
+from agiqa_lib.paths import shared_agiqa3k_root  # noqa: E402
+
+
+def build_spec(profile: str, what: str, device: str) -> FeatureSpec:
+    """Encoder, transform and key for the chosen profile; `full` is built with random weights."""
+    if what == "iqa":
+        from agiqa_lib.models.iqa_backbone import create_iqa_backbone
+
+        backbone = create_iqa_backbone(profile, pretrained=profile != "full", device=device)
+        return backbone_view(backbone, "bench", profile)
+    if profile != "full":
+        from agiqa_lib.models.clip import create_clip
+
+        return clip_view(create_clip(profile, device=device), "bench")
+    import open_clip
+
+    model, _, preprocess_val = open_clip.create_model_and_transforms("ViT-B-16", pretrained=None)
+    model = model.to(device).eval()
+    key = CacheKey(dataset="bench", model_id="random:open_clip:ViT-B-16/encode_image",
+                   profile=profile, transform=describe_transform(preprocess_val))
+    return FeatureSpec(key, model.encode_image, preprocess_val)
+
+
+def image_files(n: int, folder: Path) -> tuple[list[str], str]:
+    """The first n real AGIQA-3K images, or n synthetic 512x512 JPEGs written to `folder`."""
+    root = shared_agiqa3k_root()
+    if root is not None:
+        paths = sorted(str(p) for p in (root / "images").glob("*.jpg"))[:n]
+        if len(paths) == n:
+            return paths, f"real AGIQA-3K ({root})"
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"synthetic_{i:05d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths, "synthetic 512x512 JPEGs"
+
+
+def peak_memory(device: str) -> str:
+    """Process RSS high-water mark (MiB), plus the CUDA allocator's peak since the last reset."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    text = f"peak RSS {rss:.0f} MiB"
+    if torch.device(device).type == "cuda":
+        text += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+        torch.cuda.reset_peak_memory_stats()
+    return text
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_forward(spec: FeatureSpec, sample: Image.Image, n: int, batch_size: int,
+                 device: str) -> float:
+    """Images/s of `spec.encode` alone on a batch of one transformed image, after one warm-up."""
+    batch = spec.transform(sample).unsqueeze(0).repeat(batch_size, 1, 1, 1).to(device)
+    with torch.inference_mode():
+        spec.encode(batch)
+        synchronize(device)
+        start, done = time.perf_counter(), 0
+        while done < n:
+            spec.encode(batch)
+            done += batch_size
+        synchronize(device)
+    return done / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both measurements for one profile and print them with their ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="lite", choices=("full", "lite", "tiny"))
+    parser.add_argument("--what", default="clip", choices=("clip", "iqa"))
+    parser.add_argument("--n", type=int, default=256, help="images per measurement")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--fp16", action="store_true", help="store features as float16")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if args.profile == "full" and torch.device(args.device).type != "cuda":
+        print("bench_extraction: --profile full (random ViT-B weights) runs on a GPU only; "
+              "pass --device cuda on a GPU machine.", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="agiqa-bench-") as tmp:
+        os.environ["AGIQA_CACHE_DIR"] = str(Path(tmp) / "cache")
+        paths, source = image_files(args.n, Path(tmp))
+        spec = build_spec(args.profile, args.what, args.device)
+        print(f"profile {args.profile}, {args.what} features, {args.n} images from {source}, "
+              f"batch {args.batch_size}, device {args.device}, torch threads "
+              f"{torch.get_num_threads()}")
+        print(f"after model build: {peak_memory(args.device)}")
+
+        bare = bare_forward(spec, Image.open(paths[0]).convert("RGB"), args.n, args.batch_size,
+                            args.device)
+        print(f"bare forward:   {bare:8.1f} images/s   ({peak_memory(args.device)})")
+
+        start = time.perf_counter()
+        feats = extract_features(paths, spec.encode, spec.transform, spec.key,
+                                 batch_size=args.batch_size, fp16=args.fp16,
+                                 num_workers=args.num_workers, progress=False,
+                                 device=args.device)
+        synchronize(args.device)
+        piped = args.n / (time.perf_counter() - start)
+        print(f"cache pipeline: {piped:8.1f} images/s   ({peak_memory(args.device)}); "
+              f"features {list(feats.shape)} {feats.dtype}")
+        print(f"ratio pipeline / bare forward: {piped / bare:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
