@@ -1,0 +1,88 @@
+"""`agiqa semantic`: MA-AGIQA semantic vectors into the cache (extract with an MLLM, or import)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from agiqa_lib.datasets import load_dataset
+
+NAME = "semantic"
+HELP = ("cache MA-AGIQA semantic vectors [N, 2, D] of a dataset: `extract` them with an MLLM "
+        "profile, or `import` the released per-image .pt files")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `agiqa semantic extract` and `agiqa semantic import`."""
+    actions = parser.add_subparsers(dest="action", required=True)
+    extract = actions.add_parser("extract", help="ask the two questions with an MLLM profile")
+    _dataset_arguments(extract)
+    extract.add_argument("--profile", default="lite", choices=["full", "lite", "tiny"],
+                         help="full: a transformers image-text-to-text model; lite: CPU "
+                              "stand-in (not an MLLM); tiny: random test model (default lite)")
+    extract.add_argument("--model-id", default=None,
+                         help="full only: hub id or local folder (default "
+                              "llava-hf/llava-1.5-7b-hf)")
+    extract.add_argument("--image-placement", default="after_text",
+                         choices=["after_text", "before_text"],
+                         help="image after the question (as released, default) or before it")
+    extract.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    extract.add_argument("--batch-size", type=int, default=8, help="images per forward (8)")
+    extract.add_argument("--limit", type=int, default=None,
+                         help="only the first N images of the dataset (for timing runs)")
+    extract.add_argument("--no-resume", action="store_true",
+                         help="discard a cached or partial result and start again")
+    imported = actions.add_parser("import", help="import the official MA-AGIQA .pt vectors")
+    imported.add_argument("folder", help="folder with {stem}_semantic_content.pt and "
+                                         "{stem}_coherence.pt per image")
+    _dataset_arguments(imported)
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset name (agiqa3k, aigciqa2023, aigiqa20k, "
+                                        "koniq10k, spaq, demo, folder)")
+    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="root of the semantic cache (default: the study cache/semantic)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Extract or import, then print where the vectors are (and images/s for an extraction)."""
+    from agiqa_lib import semantic
+
+    df = load_dataset(args.dataset, root=args.root)
+    if args.action == "import":
+        entry = semantic.cache_official_vectors(df, args.folder, cache_dir=args.cache_dir,
+                                                dataset=args.dataset)
+        print(f"imported official vectors of {len(df)} images into {entry}")
+        return 0
+    from agiqa_lib.models.mllm import create_mllm
+
+    if args.limit is not None:
+        df = df.head(args.limit)
+    encoder = create_mllm(args.profile, model_id=args.model_id,
+                          image_placement=args.image_placement, device=args.device)
+    entry = semantic.semantic_cache_entry(df, encoder, args.cache_dir)
+    before = _stamp(entry / semantic.MANIFEST_FILE)
+    start = time.perf_counter()
+    vectors = semantic.extract_semantic_vectors(df, encoder, cache_dir=args.cache_dir,
+                                                batch_size=args.batch_size,
+                                                resume=not args.no_resume, dataset=args.dataset)
+    seconds = time.perf_counter() - start
+    run_stats = semantic.read_manifest(entry)["extraction"]
+    print(f"semantic vectors {tuple(vectors.shape)} of {encoder.model_id} in {entry}")
+    if _stamp(entry / semantic.MANIFEST_FILE) != before and run_stats.get("images_computed"):
+        print(f"this run: {run_stats['images_computed']} images in {run_stats['seconds']:.1f} s "
+              f"({run_stats['images_per_s']:.2f} images/s, both questions per image)")
+    else:
+        print(f"already cached: read in {seconds:.1f} s")
+    if encoder.is_stand_in:
+        print("note: lite vectors come from a STAND-IN (image features read by a sentence "
+              "encoder), not from an MLLM")
+    return 0
+
+
+def _stamp(path: Path) -> int | None:
+    """Modification time (ns) of a file, None when absent: tells a new manifest from an old one."""
+    return path.stat().st_mtime_ns if path.exists() else None
