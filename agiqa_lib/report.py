@@ -32,7 +32,7 @@ PAPER_RESULTS = pd.DataFrame(
 PAPER_PROTOCOL = {"ma_agiqa": "ma_agiqa", "maniqa": "ma_agiqa", "clip_agiqa": "clip_agiqa"}
 PAPER_VARIANT = {"ma_agiqa": "released_gate"}
 PAPER_SELECTION = {"clip_agiqa": "best_on_test"}
-IDENTITY = ["model", "variant", "dataset", "protocol", "profile", "selection", "evaluation"]
+IDENTITY = ["model", "variant", "dataset", "target", "protocol", "profile", "selection", "evaluation"]
 REAL_DATASETS = {"agiqa3k", "aigciqa2023", "aigiqa20k", "koniq10k", "spaq"}
 
 
@@ -49,7 +49,7 @@ def provenance(profile: str, dataset: str) -> str:
 
 def _with_identity(results: pd.DataFrame) -> pd.DataFrame:
     frame = results.copy()
-    for col in IDENTITY + ["target"]:
+    for col in IDENTITY:
         if col not in frame:
             frame[col] = None
     frame[IDENTITY] = frame[IDENTITY].astype(object).where(frame[IDENTITY].notna(), "-")
@@ -95,6 +95,8 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
         if not summary.empty:
             mask = (summary["model"] == paper.model) & (summary["dataset"] == paper.dataset) \
                 & (summary["protocol"] == PAPER_PROTOCOL[paper.model])
+            # a record without a target used the dataset's default target
+            mask &= summary["target"].isin([paper.target, "-"])
             if paper.model in PAPER_VARIANT:
                 mask &= summary["variant"] == PAPER_VARIANT[paper.model]
             if paper.model in PAPER_SELECTION:
@@ -117,7 +119,7 @@ def protocol_comparison(results: pd.DataFrame, metric: str = "srcc") -> pd.DataF
     summary = seed_summary(results)
     if summary.empty:
         return summary
-    keys = ["model", "variant", "dataset", "profile", "selection", "evaluation"]
+    keys = [k for k in IDENTITY if k != "protocol"]
     return summary.pivot_table(index=keys, columns="protocol", values=metric, aggfunc="first")
 
 

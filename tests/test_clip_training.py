@@ -1,0 +1,219 @@
+"""CLIP-AGIQA training: schedule, cached batches, one step lowers the loss, resume, selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from clip_standin import standin_model
+from PIL import Image
+
+from agiqa_lib.clip_training import (SELECTION_RULES, CachedFeatureBatches, ClipFeatures, EvalSet,
+                                     ImageBatches, TrainConfig, carve_validation,
+                                     fit_selection_rules, lr_at_epoch, predict, train_clip_agiqa)
+from agiqa_lib.errors import AgiqaError
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_schedule_is_constant_warmup_then_cosine():
+    cfg = TrainConfig(epochs=100)
+    lrs = [lr_at_epoch(e, cfg) for e in range(100)]
+    assert lrs[0] == 1e-5
+    assert lrs[1] == pytest.approx(0.002)
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))
+    assert lrs[51] == pytest.approx(0.001)
+    assert 0 < lrs[-1] < 1e-5
+
+
+def test_cached_batches_drop_last_and_draw_one_view_per_image():
+    k, n, d = 3, 70, 4
+    views = torch.arange(k, dtype=torch.float32).view(k, 1, 1).expand(k, n, d).clone()
+    views[..., 1] = torch.arange(n, dtype=torch.float32)  # image index in feature dim 1
+    mos = np.arange(n, dtype=float)
+    batches = CachedFeatureBatches(views, mos, batch_size=32, seed=0)
+    assert len(batches) == 2  # 70 // 32, last partial batch dropped (Dassl)
+    epoch0 = list(batches.epoch(0))
+    assert [f.shape for f, _ in epoch0] == [(32, d), (32, d)]
+    for feats, target in epoch0:
+        assert torch.equal(feats[:, 1], target.float())  # features and MOS stay paired
+    seen_views = torch.cat([f[:, 0] for f, _ in epoch0])
+    assert set(seen_views.tolist()) == {0.0, 1.0, 2.0}
+    again = list(batches.epoch(0))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch0, again))  # reproducible
+    other = list(batches.epoch(1))
+    assert not torch.equal(epoch0[0][0], other[0][0])
+
+
+def _synthetic(n=200, d=8, seed=0):
+    """Features whose direction w carries the MOS; K=2 noisy 'augmented' views."""
+    gen = torch.Generator().manual_seed(seed)
+    test = torch.randn(n, d, generator=gen)
+    w = torch.randn(d, generator=gen)
+    mos = (torch.nn.functional.normalize(test, dim=-1) @ w).numpy() + 2.5
+    aug = test.unsqueeze(0) + 0.05 * torch.randn(2, n, d, generator=gen)
+    return ClipFeatures(test, aug), mos
+
+
+def test_one_step_lowers_the_loss():
+    model = standin_model(dropout=0.0)
+    feats, mos = _synthetic(64)
+    x, y = feats.test[:32], torch.tensor(mos[:32], dtype=torch.float32)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    model.train()
+    loss = torch.nn.functional.mse_loss(model.score_features(x), y)
+    opt.zero_grad()
+    loss.backward()
+    assert model.prompt_learner.ctx.grad.abs().sum() > 0  # the prompts do get a gradient
+    opt.step()
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(model.score_features(x), y)
+    assert after < loss
+
+
+def test_training_learns_and_keeps_best_and_last():
+    feats, mos = _synthetic()
+    model = standin_model()
+    batches = CachedFeatureBatches(feats.augmented[:, :160], mos[:160], batch_size=16)
+    test = EvalSet(feats.test[160:], mos[160:])
+    result = train_clip_agiqa(model, batches, {"test": test},
+                              TrainConfig(epochs=12, lr=0.05), progress=False)
+    hist = result.history
+    assert list(hist["epoch"]) == list(range(1, 13))
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[1]
+    assert hist["test_srcc"].max() > 0.8
+    best = result.best_epochs["best_on_test"]
+    assert hist.loc[hist["epoch"] == best, "test_srcc"].item() == hist["test_srcc"].max()
+    model.load_trainable_state_dict(result.states["best_on_test"])
+    from scipy import stats
+
+    assert stats.spearmanr(predict(model, test.features), test.mos)[0] == pytest.approx(
+        hist["test_srcc"].max(), abs=1e-6)
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _DyingBatches(CachedFeatureBatches):
+    """Raises at the start of epoch `die_at`: a run killed mid-training."""
+
+    def __init__(self, *args, die_at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.die_at = die_at
+
+    def epoch(self, epoch):
+        if epoch == self.die_at:
+            raise _Killed()
+        return super().epoch(epoch)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    feats, mos = _synthetic(96)
+    cfg = TrainConfig(epochs=6, lr=0.05, checkpoint_every=2)
+    eval_sets = {"test": EvalSet(feats.test[64:], mos[64:])}
+    args = (feats.augmented[:, :64], mos[:64])
+
+    reference = train_clip_agiqa(standin_model(), CachedFeatureBatches(*args, batch_size=16),
+                                 eval_sets, cfg, progress=False)
+    ckpt = tmp_path / "state.safetensors"
+    with pytest.raises(_Killed):
+        train_clip_agiqa(standin_model(), _DyingBatches(*args, batch_size=16, die_at=3),
+                         eval_sets, cfg, ckpt, progress=False)
+    assert ckpt.is_file()  # saved after epoch 2
+    calls = []
+
+    class Counting(CachedFeatureBatches):
+        def epoch(self, epoch):
+            calls.append(epoch)
+            return super().epoch(epoch)
+
+    resumed = train_clip_agiqa(standin_model(), Counting(*args, batch_size=16), eval_sets, cfg,
+                               ckpt, progress=False)
+    assert calls == [2, 3, 4, 5]  # epochs 0-1 came from the checkpoint
+    pd.testing.assert_frame_equal(resumed.history, reference.history)
+    for rule in ("last", "best_on_test"):
+        for name, value in reference.states[rule].items():
+            assert torch.allclose(resumed.states[rule][name], value, atol=1e-6)
+    with pytest.raises(AgiqaError, match="another training config"):
+        train_clip_agiqa(standin_model(), Counting(*args, batch_size=16), eval_sets,
+                         TrainConfig(epochs=7, lr=0.05), ckpt, progress=False)
+
+
+def test_selection_rules_without_and_with_a_val_part():
+    feats, mos = _synthetic(120)
+    split = pd.Series(["train"] * 90 + ["test"] * 30)
+    cfg = TrainConfig(epochs=3, lr=0.05, batch_size=16)
+    run = fit_selection_rules(lambda: standin_model(), feats, mos, split, cfg, progress=False)
+    assert set(run.predictions) == set(SELECTION_RULES)
+    assert set(run.histories) == {"train", "train_minus_val"}
+    assert "val_srcc" in run.histories["train_minus_val"]
+    assert all(p.shape == (30,) for p in run.predictions.values())
+
+    split_val = pd.Series(["train"] * 80 + ["val"] * 10 + ["test"] * 30)
+    run = fit_selection_rules(lambda: standin_model(use_text=False), feats, mos, split_val, cfg,
+                              progress=False)
+    assert set(run.histories) == {"train"}
+    assert set(run.predictions) == set(SELECTION_RULES)
+    with pytest.raises(AgiqaError, match="unknown selection"):
+        fit_selection_rules(standin_model, feats, mos, split, cfg, rules=("best_on_train",))
+
+
+def test_carved_validation_is_seeded_and_disjoint():
+    train = np.arange(100, 200)
+    fit, val = carve_validation(train, 0.1, seed=3)
+    assert len(val) == 10 and len(fit) == 90
+    assert set(fit) | set(val) == set(train) and not set(fit) & set(val)
+    assert np.array_equal(carve_validation(train, 0.1, seed=3)[1], val)
+    assert not np.array_equal(carve_validation(train, 0.1, seed=4)[1], val)
+
+
+def test_end_to_end_batches_encode_images(tmp_path):
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"im{i}.png"
+        Image.new("RGB", (24, 20), (40 * i, 20, 200)).save(path)
+        paths.append(str(path))
+    model = standin_model()
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.RandomResizedCrop(16, scale=(0.08, 1.0)),
+                                    transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    batches = ImageBatches(paths, np.arange(6.0), transform, model.encode_image, batch_size=4)
+    out = list(batches.epoch(0))
+    assert len(out) == 1 and out[0][0].shape == (4, model.embed_dim)
+    result = train_clip_agiqa(model, batches, {}, TrainConfig(epochs=2), progress=False)
+    assert len(result.history) == 2
+    (tmp_path / "im0.png").write_bytes(b"broken")
+    with pytest.raises(AgiqaError, match="im0.png"):
+        list(ImageBatches(paths[:1], [1.0], transform, model.encode_image, batch_size=1).epoch(0))
+
+
+def test_paired_srcc_difference_separates_a_better_model():
+    from agiqa_lib.clip_study import paired_srcc_difference
+
+    rng = np.random.default_rng(0)
+    mos = rng.normal(size=300)
+    good, bad = mos + 0.3 * rng.normal(size=300), mos + 2.0 * rng.normal(size=300)
+    same = paired_srcc_difference(good, good, mos, n_boot=200)
+    assert same == {"srcc_difference": 0.0, "lo": 0.0, "hi": 0.0}
+    better = paired_srcc_difference(good, bad, mos, n_boot=200)
+    assert 0 < better["lo"] < better["srcc_difference"] < better["hi"]
+
+
+def test_cli_parses_train_clip_options():
+    from agiqa_lib.cli import build_parser
+
+    args = build_parser().parse_args(["train-clip", "agiqa3k", "--root", "/data", "--epochs", "5",
+                                      "--aug-views", "2", "--protocol", "prompt_disjoint"])
+    assert (args.dataset, args.epochs, args.aug_views, args.protocol) == ("agiqa3k", 5, 2,
+                                                                         "prompt_disjoint")
+    assert args.profile == "lite" and args.seed == 0
