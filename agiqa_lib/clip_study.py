@@ -190,10 +190,20 @@ def paired_srcc_difference(pred_a: np.ndarray, pred_b: np.ndarray, mos: np.ndarr
 
 
 def record_results(table: pd.DataFrame, data: ClipStudyData, results_path: str | os.PathLike | None,
-                   extra: dict[str, Any] | None = None) -> None:
-    """Append one results-file record per table row (model names as in the table)."""
-    from agiqa_lib.results import append_result
+                   extra: dict[str, Any] | None = None,
+                   predictions: dict[tuple[str, str], np.ndarray] | None = None,
+                   out_dir: str | os.PathLike | None = None) -> None:
+    """Append one results-file record per table row (model names as in the table).
 
+    With `predictions` and `out_dir`, each row's per-image test predictions are saved beside
+    the results (notebook 05 draws scatters and per-generator errors from them), and the
+    record gains the mean within-generator SRCC.
+    """
+    from agiqa_lib.results import append_result, save_predictions
+
+    test = data.rows("test")
+    test_frame = data.df.iloc[test][["name", "generator"]].reset_index(drop=True)
+    test_frame["mos"] = data.mos[test]
     for row in table.to_dict("records"):
         record = {"model": row["model"], "dataset": data.dataset, "protocol": data.protocol,
                   "seed": data.seed, "profile": data.profile, "selection": row["selection"],
@@ -202,6 +212,13 @@ def record_results(table: pd.DataFrame, data: ClipStudyData, results_path: str |
                   "srcc_ci": [row["srcc_lo"], row["srcc_hi"]],
                   "plcc_ci": [row["plcc_lo"], row["plcc_hi"]],
                   "within_prompt_srcc": row["within_prompt_srcc"], **(extra or {})}
+        pred = (predictions or {}).get((row["model"], row["selection"]))
+        if pred is not None and out_dir is not None:
+            frame = test_frame.assign(pred=pred)
+            record["within_group_srcc"] = evaluate(pred, frame["mos"].to_numpy(),
+                                                   groups=frame["generator"].to_numpy()).get(
+                                                       "within_group_srcc", float("nan"))
+            save_predictions(frame, record, out_dir)
         append_result(record, results_path)
 
 
@@ -242,13 +259,15 @@ def run_clip_study(dataset: str = "demo", root: str | os.PathLike | None = None,
         seconds[name] = time.perf_counter() - start
     start = time.perf_counter()
     baselines = run_baselines(data)
-    table = results_table(data, collect_predictions(baselines, runs), runs, n_boot=n_boot)
+    predictions = collect_predictions(baselines, runs)
+    table = results_table(data, predictions, runs, n_boot=n_boot)
     seconds["baselines_and_table"] = time.perf_counter() - start
     if results_path is not None:
-        record_results(table, data, results_path, extra={"epochs": epochs, "n_aug_views": n_aug_views})
+        record_results(table, data, results_path, extra={"epochs": epochs, "n_aug_views": n_aug_views},
+                       predictions=predictions, out_dir=out_dir)
     save_study_tables(table, runs, Path(out_dir) / f"clip_study_{dataset}_{profile}_{protocol}")
     checkpoint = save_checkpoint(models["clip_agiqa"], checkpoint_path(out_dir, dataset, profile),
-                                 extra_metadata={"protocol": protocol, "epochs": epochs,
+                                 extra_metadata={"dataset": dataset, "protocol": protocol, "epochs": epochs,
                                                  "selection": "last", "seed": seed})
     return ClipStudy(data, runs, table, checkpoint, seconds)
 

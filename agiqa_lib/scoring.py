@@ -8,6 +8,7 @@ files are skipped with a warning and listed at the end; one bad file never stops
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -137,5 +138,5 @@ def evaluate_checkpoints(checkpoints: Iterable[str | os.PathLike], dataset: str,
         metrics = evaluate(scored["score"].to_numpy(), scored["mos"].to_numpy(),
                            groups=scored["generator"].to_numpy() if "generator" in scored else None)
         rows.append({"checkpoint": Path(checkpoint).name, "model": meta.get("agiqa_model"),
-                     "trained_on": meta.get("dataset"), "tested_on": dataset, **metrics})
+                     "trained_on": json.loads(meta.get("extra", "{}")).get("dataset", meta.get("dataset")), "tested_on": dataset, **metrics})
     return pd.DataFrame(rows)

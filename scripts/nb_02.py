@@ -129,10 +129,12 @@ Each table row becomes one record of the results file (notebook 05 gathers them)
 CLIP-AGIQA weights of the *last* epoch (the rule that never looks at the test set) are saved
 as safetensors; `agiqa score --checkpoint …` scores any folder of images with them."""),
     ("code", """if results_path is not None:
-    clip_study.record_results(table, data, results_path, extra={"epochs": epochs, "n_aug_views": n_aug_views})
+    clip_study.record_results(table, data, results_path, extra={"epochs": epochs, "n_aug_views": n_aug_views},
+                              predictions=predictions, out_dir=out_dir)
     print(f"appended {len(table)} rows to {results_path}")
 checkpoint = clip_agiqa.save_checkpoint(clip_model, clip_study.checkpoint_path(out_dir, dataset, profile),
-                                        extra_metadata={"protocol": protocol, "epochs": epochs, "selection": "last"})
+                                        extra_metadata={"dataset": dataset, "protocol": protocol,
+                                                        "epochs": epochs, "selection": "last"})
 print(checkpoint)"""),
     ("code", """from agiqa_lib.scoring import load_scorer, score_images
 

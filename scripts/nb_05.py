@@ -61,11 +61,15 @@ part of a random-split SRCC is memorised prompt and generator identity. A prompt
 split removes the prompt shortcut; the generator-mean baseline row shows how far generator
 identity alone goes."""),
     ("code", """report.protocol_comparison(results, metric="srcc")"""),
-    ("code", """if not summary.empty and "within_group_srcc" in results:
-    within = results.dropna(subset=["within_group_srcc"])
-    display(within[["model", "variant", "protocol", "profile", "selection", "srcc", "within_group_srcc"]])
+    ("md", """Within-generator SRCC ranks images *of one generator* only (mean over generators), so the
+generator shortcut cannot help; within-prompt SRCC does the same per prompt."""),
+    ("code", """within_cols = [c for c in ("within_group_srcc", "within_prompt_srcc") if c in results]
+if within_cols:
+    within = results.dropna(subset=within_cols, how="all")
+    keys = [c for c in ("model", "variant", "protocol", "profile", "selection", "evaluation") if c in within]
+    display(within[keys + ["srcc"] + within_cols])
 else:
-    print("no run recorded a within-generator SRCC")"""),
+    print("no run recorded a within-generator or within-prompt SRCC")"""),
     ("md", """## 4 · Predicted vs MOS, per run
 
 Each panel is one run's test predictions, coloured by generator. Clusters by colour are the

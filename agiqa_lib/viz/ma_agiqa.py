@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from agiqa_lib.moe_training import StudyResult, TrainConfig
@@ -63,6 +64,8 @@ def plot_training_curves(study: StudyResult) -> plt.Figure:
     ax_loss.set(xlabel="epoch", ylabel="train MSE", yscale="log", title="training loss")
     ax_val.set(xlabel="epoch", ylabel="val SRCC", title="validation (big dot: selected epoch)")
     ax_loss.legend(fontsize=8)
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
 
@@ -86,6 +89,7 @@ def plot_gate_weights(predictions: pd.DataFrame, title: str = "") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * predictions["generator"].nunique() + 3), 4))
     sns.boxplot(data=long, x="generator", y="gate weight", hue="expert", ax=ax, fliersize=2)
     ax.axhline(0, color="grey", lw=0.8)
+    ax.legend(title="expert", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     ax.tick_params(axis="x", rotation=30)
     ax.set_title(title or "gate weights per test image, by generator")
     fig.tight_layout()

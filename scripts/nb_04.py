@@ -1,0 +1,142 @@
+"""Build notebooks/04_moe_fusion_training.ipynb (run: python scripts/nb_04.py)."""
+
+from pathlib import Path
+
+import nbformat as nbf
+
+CELLS = [
+    ("md", """# 04 · MA-AGIQA: MANIQA quality features fused with MLLM semantics
+
+MA-AGIQA (Wang et al. 2024) scores an AI-generated image from two kinds of evidence:
+
+1. **Quality features** from MANIQA: tokens of a ViT-B/8 (blocks 6-9, 784 tokens of 3072
+   channels) pass through transposed-attention blocks (attention *across channels*), a 1x1
+   conv, a Swin stage, again TABlocks, conv and Swin, and then two per-token heads: a score
+   `f` and a weight `w`. MANIQA alone scores an image by `sum(f * w) / sum(w)`; MA-AGIQA keeps
+   the 784-d vector `f * w`.
+2. **Semantic vectors** from a multimodal LLM asked two questions (semantic content,
+   coherence; notebook 03): the mean of the last hidden states, one vector per question.
+
+A **mixture of experts** fuses them: the quality vector and the two question vectors are
+projected to 784-d "experts", a gate gives each expert a weight, and a linear layer maps the
+weighted sum to a score. In the released code the gate has **no softmax** (the paper
+describes one): its weights can be negative and need not sum to 1. We train both, plus
+ablations (MANIQA alone, one question only, a concat-MLP instead of the gate).
+
+**Protocol as released:** Adam (lr 1e-5, weight decay 1e-5), batch 8, 30 epochs,
+CosineAnnealingLR(T_max=50) stepped every *iteration*, seed 20, MSE on raw MOS, rotation and
+flip augmentation (the released "horizontal" flip is vertical), the epoch with the best val
+SRCC + PLCC is tested once. The released test loader drops 5 of AGIQA-3K's 597 test images
+(`drop_last` with shuffling); we score every test image (`all_test`) and also report the
+as-released subset (`as_released_drop_last`).
+
+**Profiles.** `full` fine-tunes the ViT end to end (GPU). `lite` (CPU) freezes an
+EfficientNet-Lite0 backbone, caches its tokens, pools them to a 14 x 14 grid, and trains a
+narrower MANIQA (widths 128 -> 64 -> 32) with lr 1e-4 for 10 epochs; its "MLLM" is a
+stand-in built from a sentence encoder, not a language model. `lite` numbers test the
+pipeline and the relative behaviour of the variants, not the paper's claims."""),
+    ("code", """# Parameters (papermill overrides these)
+dataset = "demo"
+root = None
+profile = "lite"
+protocol = "ma_agiqa"
+variants = ["maniqa", "released_gate", "softmax_gate", "semantic_only", "coherence_only",
+            "concat_mlp"]
+epochs = None          # None: the profile's default (full 30, lite 10)
+seeds = [20]
+out_dir = "outputs"
+results_path = None
+fast = False           # tiny settings for tests: a 96-image subset, 2 epochs
+device = "cpu\"""", ["parameters"]),
+    ("code", """import pandas as pd
+from IPython.display import display
+
+from agiqa_lib import moe_training as mt
+from agiqa_lib.models.ma_agiqa import load_scorer
+from agiqa_lib.viz import ma_agiqa as viz
+
+pd.set_option("display.precision", 4)
+pd.set_option("display.max_columns", 30)"""),
+    ("md", """## 1 · Data: split, frozen backbone tokens, semantic vectors
+
+The split follows the protocol (`ma_agiqa`: the released 70/10/20 shuffle with seed 20).
+For `lite`/`tiny` the frozen backbone's tokens and the MLLM vectors are computed once into
+the feature cache (a second run reads them back)."""),
+    ("code", """data = mt.prepare_data(dataset, root, profile, protocol, limit=mt.FAST_LIMIT if fast else None,
+                       need_semantic=any(v != "maniqa" for v in variants), device=device)
+print(data.split.value_counts().to_dict(), "| timings (s):", data.timings)
+if data.mllm_is_stand_in:
+    print("NOTE: semantic vectors come from the lite STAND-IN encoder, not an MLLM's judgement.")"""),
+    ("md", """## 2 · The model
+
+Parameters per part for this profile (the backbone is frozen except in `full`). For `full`
+the counts equal the released model's: 121,211,958 parameters reach the output."""),
+    ("code", """model = mt.new_model(data, "released_gate", seed=seeds[0])
+viz.parameter_table(model)"""),
+    ("md", """## 3 · The learning-rate schedule
+
+The released scheduler has T_max = 50 but is stepped after every batch, so the learning rate
+swings between its maximum and zero every 100 iterations, several times per epoch."""),
+    ("code", """cfg = mt.train_config(profile, epochs=epochs)
+fig = viz.plot_lr_schedule(cfg, iters_per_epoch=len(data.rows("train")) // cfg.batch_size)
+viz.save_figure(fig, "04_lr_schedule", out_dir);"""),
+    ("md", """## 4 · Training every variant
+
+Each run is checkpointed after every epoch under `{out_dir}/runs/` and resumes if
+interrupted; its test metrics go to the results file when `results_path` is given."""),
+    ("code", """study = mt.run_study(profile=profile, protocol=protocol, variants=variants, seeds=seeds,
+                     epochs=epochs, out_dir=out_dir, results_path=results_path, fast=fast,
+                     device=device, data=data)
+fig = viz.plot_training_curves(study)
+viz.save_figure(fig, "04_training_curves", out_dir);"""),
+    ("md", """## 5 · Results: every test image vs the released drop_last subset
+
+SRCC and KRCC on raw predictions; PLCC and RMSE after the 4-parameter logistic fit (as the
+papers report). `within_generator_srcc` ranks images *inside* each generator, which a model
+cannot get from generator identity alone."""),
+    ("code", """viz.results_table(study.table)"""),
+    ("md", """With several seeds, the mean and a 95 % t-interval over seeds (one seed: no interval;
+each run's bootstrap interval is in `study.table`, columns `srcc_ci` / `plcc_ci`)."""),
+    ("code", """mt.seed_summary(study.table)"""),
+    ("md", """## 6 · What the gate does
+
+Gate weights of each expert for every test image, by generator (released gate: raw linear
+outputs; softmax gate: a distribution). If the gate ignored the image, the boxes would be
+flat lines."""),
+    ("code", """for variant in [v for v in ("released_gate", "softmax_gate") if v in variants]:
+    fig = viz.plot_gate_weights(study.run(variant).predictions, f"{variant}: gate weights")
+    viz.save_figure(fig, f"04_gates_{variant}", out_dir)"""),
+    ("md", """## 7 · Predicted score vs MOS (test split)"""),
+    ("code", """fig = viz.plot_pred_vs_mos(study)
+viz.save_figure(fig, "04_pred_vs_mos", out_dir);"""),
+    ("md", """## 8 · A checkpoint for scoring new images
+
+The released-gate model is saved as safetensors (weights + config in the metadata).
+`load_scorer` rebuilds it and computes the semantic vectors of new images with the same MLLM
+profile; `agiqa score` uses the same path."""),
+    ("code", """path = mt.save_scorer_checkpoint(study, out_dir)
+scorer = load_scorer(path)
+sample = data.df[data.split == "test"].head(4)
+images = [mt.open_image(p) for p in sample["path"]]
+display(sample[["name", "generator", "mos"]].assign(score=scorer.score_images(images)))
+print(path)"""),
+]
+
+
+def build() -> nbf.NotebookNode:
+    """The notebook, without outputs."""
+    nb = nbf.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    for kind, source, *tags in CELLS:
+        cell = nbf.v4.new_markdown_cell(source) if kind == "md" else nbf.v4.new_code_cell(source)
+        if tags:
+            cell.metadata["tags"] = tags[0]
+        nb.cells.append(cell)
+    return nb
+
+
+if __name__ == "__main__":
+    out = Path(__file__).resolve().parents[1] / "notebooks" / "04_moe_fusion_training.ipynb"
+    nbf.write(build(), out)
+    print(f"wrote {out}")
