@@ -21,11 +21,14 @@ Options:
   --fast           tiny settings in every notebook (smoke test, about a minute)
   --only NN        run only notebooks whose number is NN (repeatable, e.g. --only 02)
   --device DEV     cpu (default) or cuda
+  --param [NN:]NAME=VALUE
+                   extra papermill parameter for every notebook, or only notebook NN
+                   (repeatable), e.g. --param 02:epochs=20 --param 04:epochs=6
   -h, --help       show this help
 USAGE
 }
 
-dataset=demo; root=""; profile=lite; out=""; fast=False; device=cpu; only=()
+dataset=demo; root=""; profile=lite; out=""; fast=False; device=cpu; only=(); extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) dataset="$2"; shift 2 ;;
@@ -35,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --fast) fast=True; shift ;;
     --only) only+=("$2"); shift 2 ;;
     --device) device="$2"; shift 2 ;;
+    --param) extra+=("$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -54,10 +58,18 @@ start=$(date +%s)
 for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb" .ipynb)"
   if [[ ${#only[@]} -gt 0 && ! " ${only[*]} " == *" ${name:0:2} "* ]]; then continue; fi
+  nb_params=()
+  for item in "${extra[@]+"${extra[@]}"}"; do
+    if [[ "$item" =~ ^([0-9][0-9]):(.*)$ ]]; then
+      [[ "${BASH_REMATCH[1]}" == "${name:0:2}" ]] || continue
+      item="${BASH_REMATCH[2]}"
+    fi
+    nb_params+=(-p "${item%%=*}" "${item#*=}")
+  done
   echo "[run_all] $name ($dataset, $profile) ..."
   t0=$(date +%s)
   if ! (cd "$here/notebooks" && "$py" -m papermill "$nb" "$out/notebooks/$name.ipynb" \
-          "${params[@]}" --cwd "$here/notebooks" >"$out/logs/$name.log" 2>&1); then
+          "${params[@]}" "${nb_params[@]+"${nb_params[@]}"}" --cwd "$here/notebooks" >"$out/logs/$name.log" 2>&1); then
     cell="$(grep -m1 -o "Exception was encountered at '[^']*'" "$out/logs/$name.log" || true)"
     echo "[run_all] FAILED: $name ${cell:+($cell)}; log: $out/logs/$name.log" >&2
     tail -n 25 "$out/logs/$name.log" >&2

@@ -498,7 +498,7 @@ def result_rows(run: RunResult, data: PreparedData) -> list[dict[str, Any]]:
             "evaluation": evaluation, "srcc": m["srcc"], "plcc": m["plcc_logistic"],
             "krcc": m["krcc"], "rmse": m["rmse_logistic"], "n": m["n"],
             "plcc_raw": m["plcc"], "plcc_logistic": m["plcc_logistic"],
-            "within_generator_srcc": m.get("within_group_srcc"),
+            "within_group_srcc": m.get("within_group_srcc"),
             "srcc_ci": list(m.get("srcc_ci", ())), "plcc_ci": list(m.get("plcc_ci", ())),
             "best_epoch": run.best_epoch, "train_seconds": round(run.seconds, 1),
             "mllm_stand_in": data.mllm_is_stand_in,
@@ -534,7 +534,7 @@ def run_study(dataset: str = "demo", root: str | os.PathLike | None = None,
     Runs are checkpointed under `{out_dir}/runs/...` (resumable); with `results_path`, each
     run's metrics are appended to the results file. `fast`: 2 epochs (smoke runs).
     """
-    from agiqa_lib.results import append_result
+    from agiqa_lib.results import append_result, save_predictions
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -554,9 +554,11 @@ def run_study(dataset: str = "demo", root: str | os.PathLike | None = None,
             run = train_run(model, data, cfg, run_dir, progress=progress)
             runs.append(run)
             for record in result_rows(run, data):
-                rows.append(record)
                 if results_path is not None:
+                    if record["evaluation"] == "all_test":
+                        save_predictions(run.predictions, record, Path(results_path).parent)
                     append_result(record, results_path)
+                rows.append(record)
     return StudyResult(data, runs, pd.DataFrame(rows))
 
 

@@ -1,8 +1,6 @@
 """Build notebooks/01_data_exploration.ipynb (run: python scripts/nb_01.py)."""
 
-from pathlib import Path
-
-import nbformat as nbf
+from notebook_builder import write_notebook
 
 CELLS = [
     ("md", """# 01 · Data exploration: scores, generators, splits and a no-pixel baseline
@@ -19,6 +17,7 @@ root = None            # dataset folder (demo is generated into the cache)
 target = None          # score column used as MOS (dataset default when None)
 out_dir = "outputs"    # figures go to {out_dir}/figures
 profile = "lite"       # unused here (no model); accepted so run_all.sh can pass it
+device = "cpu"         # unused here (no model); accepted so run_all.sh can pass it
 fast = False           # smaller bootstrap and image grid for tests
 results_path = None    # when set, the baseline rows are appended to this results file""",
      ["parameters"]),
@@ -103,18 +102,5 @@ baseline rows (model `generator_mean`, no weights, no selection rule)."""),
 ]
 
 
-def build(path: Path) -> None:
-    """Write the notebook (no outputs)."""
-    nb = nbf.v4.new_notebook()
-    for cell in CELLS:
-        kind, text = cell[0], cell[1]
-        new = nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
-        if len(cell) > 2:
-            new.metadata["tags"] = cell[2]
-        nb.cells.append(new)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, path)
-
-
 if __name__ == "__main__":
-    build(Path(__file__).resolve().parents[1] / "notebooks" / "01_data_exploration.ipynb")
+    print(write_notebook(CELLS, "01_data_exploration.ipynb"))

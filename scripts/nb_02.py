@@ -1,8 +1,6 @@
 """Build notebooks/02_clip_prompt_learning.ipynb (run: python scripts/nb_02.py)."""
 
-from pathlib import Path
-
-import nbformat as nbf
+from notebook_builder import write_notebook
 
 CELLS = [
     ("md", """# 02 · CLIP-AGIQA: learnable prompts on a frozen CLIP
@@ -33,7 +31,8 @@ n_aug_views = 8           # cached augmented views per training image
 seed = 0
 out_dir = "outputs"       # figures in {out_dir}/figures, checkpoint in {out_dir}/checkpoints
 results_path = None       # when set, one record per table row is appended to this file
-fast = False              # tiny settings for tests""",
+fast = False              # tiny settings for tests
+device = "cpu"            # accepted from run_all.sh; this notebook runs on the CPU (cached features)""",
      ["parameters"]),
     ("code", """import pandas as pd
 from IPython.display import Markdown, display
@@ -143,18 +142,5 @@ scores.scores.assign(mos=data.mos[data.rows("test")[:8]])"""),
 ]
 
 
-def build(path: Path) -> None:
-    """Write the notebook (no outputs)."""
-    nb = nbf.v4.new_notebook()
-    for cell in CELLS:
-        kind, text = cell[0], cell[1]
-        new = nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
-        if len(cell) > 2:
-            new.metadata["tags"] = cell[2]
-        nb.cells.append(new)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, path)
-
-
 if __name__ == "__main__":
-    build(Path(__file__).resolve().parents[1] / "notebooks" / "02_clip_prompt_learning.ipynb")
+    print(write_notebook(CELLS, "02_clip_prompt_learning.ipynb"))

@@ -1,8 +1,6 @@
 """Build notebooks/04_moe_fusion_training.ipynb (run: python scripts/nb_04.py)."""
 
-from pathlib import Path
-
-import nbformat as nbf
+from notebook_builder import write_notebook
 
 CELLS = [
     ("md", """# 04 · MA-AGIQA: MANIQA quality features fused with MLLM semantics
@@ -92,7 +90,7 @@ viz.save_figure(fig, "04_training_curves", out_dir);"""),
     ("md", """## 5 · Results: every test image vs the released drop_last subset
 
 SRCC and KRCC on raw predictions; PLCC and RMSE after the 4-parameter logistic fit (as the
-papers report). `within_generator_srcc` ranks images *inside* each generator, which a model
+papers report). `within_group_srcc` (generators as groups) ranks images *inside* each generator, which a model
 cannot get from generator identity alone."""),
     ("code", """viz.results_table(study.table)"""),
     ("md", """With several seeds, the mean and a 95 % t-interval over seeds (one seed: no interval;
@@ -123,20 +121,5 @@ print(path)"""),
 ]
 
 
-def build() -> nbf.NotebookNode:
-    """The notebook, without outputs."""
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    for kind, source, *tags in CELLS:
-        cell = nbf.v4.new_markdown_cell(source) if kind == "md" else nbf.v4.new_code_cell(source)
-        if tags:
-            cell.metadata["tags"] = tags[0]
-        nb.cells.append(cell)
-    return nb
-
-
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parents[1] / "notebooks" / "04_moe_fusion_training.ipynb"
-    nbf.write(build(), out)
-    print(f"wrote {out}")
+    print(write_notebook(CELLS, "04_moe_fusion_training.ipynb"))

@@ -1,8 +1,7 @@
 """Build notebooks/05_results.ipynb (run: python scripts/nb_05.py)."""
 
-from pathlib import Path
 
-import nbformat as nbf
+from notebook_builder import write_notebook
 
 CELLS = [
     ("md", """# 05 · Results: this study beside the papers
@@ -112,18 +111,5 @@ else:
 ]
 
 
-def build(path: Path) -> None:
-    """Write the notebook (no outputs)."""
-    nb = nbf.v4.new_notebook()
-    for cell in CELLS:
-        kind, text = cell[0], cell[1]
-        new = nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
-        if len(cell) > 2:
-            new.metadata["tags"] = cell[2]
-        nb.cells.append(new)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, path)
-
-
 if __name__ == "__main__":
-    build(Path(__file__).resolve().parents[1] / "notebooks" / "05_results.ipynb")
+    print(write_notebook(CELLS, "05_results.ipynb"))

@@ -72,7 +72,7 @@ def plot_training_curves(study: StudyResult) -> plt.Figure:
 
 def results_table(table: pd.DataFrame) -> pd.DataFrame:
     """Test metrics per variant, all-test and as-released evaluation side by side (mean over seeds)."""
-    cols = ["srcc", "plcc", "krcc", "rmse", "within_generator_srcc", "n"]
+    cols = ["srcc", "plcc", "krcc", "rmse", "within_group_srcc", "n"]
     mean = table.groupby(["variant", "evaluation"], sort=False)[cols].mean()
     wide = mean.unstack("evaluation")
     wide.columns = [f"{metric} ({evaluation})" for metric, evaluation in wide.columns]
