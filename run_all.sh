@@ -23,7 +23,8 @@ Options:
   --device DEV     cpu (default) or cuda
   --param [NN:]NAME=VALUE
                    extra papermill parameter for every notebook, or only notebook NN
-                   (repeatable), e.g. --param 02:epochs=20 --param 04:epochs=6
+                   (repeatable; VALUE is YAML), e.g. --param 02:epochs=20
+                   --param "04:variants=[maniqa, released_gate]"
   -h, --help       show this help
 USAGE
 }
@@ -64,14 +65,14 @@ for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
       [[ "${BASH_REMATCH[1]}" == "${name:0:2}" ]] || continue
       item="${BASH_REMATCH[2]}"
     fi
-    nb_params+=(-p "${item%%=*}" "${item#*=}")
+    nb_params+=(-y "${item%%=*}: ${item#*=}")  # YAML value: 20, cuda, [a, b], null
   done
   echo "[run_all] $name ($dataset, $profile) ..."
   t0=$(date +%s)
   if ! (cd "$here/notebooks" && "$py" -m papermill "$nb" "$out/notebooks/$name.ipynb" \
-          "${params[@]}" "${nb_params[@]+"${nb_params[@]}"}" --cwd "$here/notebooks" >"$out/logs/$name.log" 2>&1); then
-    cell="$(grep -m1 -o "Exception was encountered at '[^']*'" "$out/logs/$name.log" || true)"
-    echo "[run_all] FAILED: $name ${cell:+($cell)}; log: $out/logs/$name.log" >&2
+          "${params[@]}" "${nb_params[@]+"${nb_params[@]}"}" --cwd "$here/notebooks" --log-output >"$out/logs/$name.log" 2>&1); then
+    cell="$(grep -m1 -o 'Exception encountered at "[^"]*"' "$out/logs/$name.log" || true)"
+    echo "[run_all] FAILED: $name${cell:+ (${cell/Exception encountered at/cell})}; log: $out/logs/$name.log" >&2
     tail -n 25 "$out/logs/$name.log" >&2
     exit 1
   fi

@@ -5,7 +5,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -n "${AGIQA_PYTHON:-}" ]]; then
-  echo "$AGIQA_PYTHON"
+  py="$(command -v "$AGIQA_PYTHON")" || { echo "setup: AGIQA_PYTHON=$AGIQA_PYTHON not found" >&2; exit 2; }
+  [[ "$py" == /* ]] || py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"  # absolute, links kept
+  echo "$py"
   exit 0
 fi
 venv="$here/.venv"

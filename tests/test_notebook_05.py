@@ -1,0 +1,45 @@
+"""Notebook 05 turns a results file (with per-image predictions) into tables and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agiqa_lib.results import append_result, save_predictions
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_results.ipynb"
+
+
+def _results(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "results.jsonl"
+    mos = rng.uniform(0, 5, 60)
+    for variant, protocol, noise in [("released_gate", "ma_agiqa", 0.3),
+                                     ("softmax_gate", "ma_agiqa", 0.5),
+                                     ("released_gate", "prompt_disjoint", 0.8)]:
+        record = dict(model="ma_agiqa", variant=variant, dataset="demo", protocol=protocol, seed=20,
+                      profile="tiny", selection="best_on_val", evaluation="all_test",
+                      srcc=0.9 - noise / 2, plcc=0.9, krcc=0.7, rmse=0.4, n=60)
+        preds = pd.DataFrame({"name": [f"im{i}" for i in range(60)],
+                              "generator": [f"g{i % 3}" for i in range(60)], "mos": mos,
+                              "pred": mos + rng.normal(0, noise, 60)})
+        save_predictions(preds, record, tmp_path)
+        append_result(record, path)
+    return path
+
+
+@pytest.mark.slow
+def test_notebook_05_draws_every_section(tmp_path):
+    import papermill
+
+    results = _results(tmp_path)
+    out_dir = tmp_path / "out"
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "05.ipynb"),
+                               parameters={"results_path": str(results), "out_dir": str(out_dir)},
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    for name in ("05_pred_vs_mos", "05_generator_error", "05_ablations"):
+        figure = out_dir / "figures" / f"{name}.png"
+        assert figure.is_file() and figure.stat().st_size > 5000, figure
