@@ -29,7 +29,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import atomic_path, read_json, write_json
+from agiqa_lib.io import atomic_path, read_json, sha256_file, write_json
 from agiqa_lib.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,6 @@ def file_list_hash(paths: Sequence[str | os.PathLike]) -> str:
         digest.update(f"{os.path.relpath(path, common)}\t{size}\n".encode())
     return digest.hexdigest()
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class CorruptCacheError(AgiqaError):
@@ -258,7 +251,7 @@ class FeatureStore:
         with atomic_path(file) as tmp:
             save_file({"features": tensor}, str(tmp), metadata=meta)
             entry = {"file": file.name, "start": rows.start, "stop": rows.stop,
-                     "bytes": tmp.stat().st_size, "sha256": _sha256_file(tmp)}
+                     "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
         self._manifest["shards"][str(index)] = entry
         self._manifest["complete"] = len(self._manifest["shards"]) == self.num_shards
         write_json(self.path / MANIFEST, self._manifest)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from agiqa_lib.cache import CacheKey, CorruptCacheError, FeatureStore, file_list_hash
 from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import load_tensors, read_json, save_tensors, write_json
+from agiqa_lib.io import load_tensors, read_json, save_tensors, sha256_file, write_json
 from agiqa_lib.models.mllm import STAND_IN_NOTE, SemanticEncoder
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _read_entry(entry: Path, identity: dict[str, Any]) -> torch.Tensor | None:
             changed = sorted(k for k in set(recorded or {}) | set(identity)
                              if (recorded or {}).get(k) != identity.get(k))
             problem = f"manifest describes other vectors (differs in {changed})"
-        elif _sha256_file(vectors_path) != manifest.get("vectors_sha256"):
+        elif sha256_file(vectors_path) != manifest.get("vectors_sha256"):
             problem = "vectors file missing or its checksum differs from the manifest"
         else:
             vectors = load_tensors(vectors_path)["vectors"]
@@ -226,7 +226,7 @@ def _write_entry(entry: Path, identity: dict[str, Any], vectors: torch.Tensor,
         "shape": list(vectors.shape),
         "dtype": "float16",
         "vectors_file": VECTORS_FILE,
-        "vectors_sha256": _sha256_file(entry / VECTORS_FILE),
+        "vectors_sha256": sha256_file(entry / VECTORS_FILE),
         "extraction": extraction,
         "note": _note(identity),
     }
@@ -241,12 +241,6 @@ def _note(identity: dict[str, Any]) -> str:
     return f"Pooled last-layer hidden states of {identity['model_id']}."
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- official vectors

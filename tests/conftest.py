@@ -29,3 +29,29 @@ def agiqa3k_root():
         pytest.skip("real AGIQA-3K data not found at ../shared/data/AGIQA-3K "
                     "(set AGIQA3K_ROOT to its folder to run this test)")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one intra-op thread and do not fight other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Any socket connection fails, and the hub cache is empty and offline."""
+    import socket
+
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -15,13 +15,7 @@ from agiqa_lib.errors import AgiqaError
 from agiqa_lib.models.clip_agiqa import ClipAgiqaConfig, PromptLearner
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- prompt learner -------------------------------------------------------------------------

@@ -15,13 +15,7 @@ from agiqa_lib.clip_training import (SELECTION_RULES, CachedFeatureBatches, Clip
 from agiqa_lib.errors import AgiqaError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_schedule_is_constant_warmup_then_cosine():

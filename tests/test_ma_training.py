@@ -16,13 +16,7 @@ from agiqa_lib.moe_training import (PreparedData, as_released_test_indices, augm
 from agiqa_lib.results import REQUIRED_KEYS, load_results_records, append_result
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _synthetic(n: int = 60, seed: int = 0) -> PreparedData:

@@ -23,13 +23,7 @@ def test_full_parameter_counts_per_module(full_maniqa, part, expected):
     assert count_parameters(getattr(full_maniqa, part)) == expected
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_full_head_total_and_no_unused_modules(full_maniqa):

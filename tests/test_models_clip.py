@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
-import huggingface_hub.constants
 import numpy as np
 import open_clip
 import pytest
@@ -33,17 +30,6 @@ def bundles(tiny_full_dir):
     """One bundle per text-tower family: tiny (HF), lite (HF, real weights), tiny full (OpenAI)."""
     return {"tiny": create_clip("tiny"), "lite": create_clip("lite"),
             "full": create_clip("full", checkpoint=tiny_full_dir)}
-
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """Any socket connection fails, and the hub cache is empty and offline."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
 def _image(width=96, height=80):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
-import huggingface_hub.constants
 import numpy as np
 import pytest
 import timm
@@ -44,17 +41,6 @@ def full_from_file(vit_b8_file):
 @pytest.fixture(scope="module")
 def lite():
     return create_iqa_backbone("lite")
-
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """Any socket connection fails, and the hub cache is empty and offline."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
 def _batch(n=2, seed=0):

@@ -10,13 +10,7 @@ from agiqa_lib.models.maniqa import count_parameters
 from agiqa_lib.models.moe import FUSION_VARIANTS, FusionConfig, MoEFusion, fusion_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_released_fusion_head_parameter_counts():
