@@ -56,3 +56,38 @@ def test_failing_notebook_is_named_and_stops_the_run(tmp_path):
     assert "(cell \"In [" in proc.stderr
     assert "data.csv" in proc.stderr  # the loader's one clear error reaches the user
     assert not (out / "notebooks" / "05_results.ipynb").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_real_agiqa3k_subset_runs_end_to_end(agiqa3k_root, tmp_path):
+    """CI smoke check on real data: every prompt of 12 prompts (all generators), notebooks
+    01-05 with the tiny profile and fast settings, then `agiqa score` on the checkpoint."""
+    import pandas as pd
+
+    scores = pd.read_csv(agiqa3k_root / "data.csv")
+    prompts = scores["prompt"].drop_duplicates().head(12)
+    subset = scores[scores["prompt"].isin(prompts)]
+    root = tmp_path / "agiqa3k-subset"
+    (root / "images").mkdir(parents=True)
+    subset.to_csv(root / "data.csv", index=False)
+    images = agiqa3k_root / "images"
+    for name in subset["name"]:
+        (root / "images" / name).symlink_to(images / name)
+    out = tmp_path / "out"
+    proc = run_all("--dataset", "agiqa3k", "--root", str(root), "--profile", "tiny", "--fast",
+                   "--param", "04:variants=[maniqa, released_gate]", "--out", str(out),
+                   tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(list((out / "notebooks").glob("0[1-5]_*.ipynb"))) == 5
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {"generator_mean", "clip_agiqa", "ma_agiqa", "maniqa"} <= {r["model"] for r in records}
+    assert all(r["dataset"] == "agiqa3k" and r["n"] > 0 for r in records)
+
+    checkpoint = next((out / "checkpoints").glob("clip_agiqa_*.safetensors"))
+    csv = tmp_path / "scores.csv"
+    done = subprocess.run([sys.executable, "-m", "agiqa_lib.cli", "score", "--checkpoint",
+                           str(checkpoint), str(root / "images"), "-o", str(csv)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(pd.read_csv(csv)) == len(subset)
