@@ -24,7 +24,8 @@ fi
   "$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   if ! "$py" -c "import torch, torchvision" >/dev/null 2>&1; then
     # Pinned pair: on this project's offline machines both come from local files.
-    "$py" -m pip install -q "${AGIQA_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+    # shellcheck disable=SC2086  # the spec is a list of requirements
+    "$py" -m pip install -q ${AGIQA_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
   fi
   "$py" -m pip install -q -e "$here[test]"
   "$py" -m ipykernel install --sys-prefix --name python3 >/dev/null
