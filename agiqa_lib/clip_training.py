@@ -28,13 +28,12 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
 from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import load_tensors, save_tensors
+from agiqa_lib.io import load_tensors, open_rgb, save_tensors
 
 SELECTION_RULES = ("best_on_test", "last", "best_on_val")
 
@@ -127,13 +126,7 @@ class _ImageDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, float]:
-        try:
-            with Image.open(self.paths[i]) as img:
-                image = img.convert("RGB")
-        except OSError as err:
-            raise AgiqaError(f"cannot read training image {self.paths[i]} ({err}); fix or "
-                             "remove it from the dataset") from None
-        return self.transform(image), float(self.mos[i])
+        return self.transform(open_rgb(self.paths[i])), float(self.mos[i])
 
 
 @torch.no_grad()
@@ -187,7 +180,6 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
             group["lr"] = lr
         loss = _train_one_epoch(model, batches, optimizer, epoch, config.seed)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss}
-        text = None
         for name, part in eval_sets.items():
             pred = predict(model, part.features)
             row[f"{name}_srcc"] = _srcc(pred, part.mos)

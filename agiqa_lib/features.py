@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from agiqa_lib.cache import CacheKey, CorruptCacheError, FeatureStore, file_list_hash
 from agiqa_lib.errors import AgiqaError
+from agiqa_lib.io import open_rgb
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,9 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            return index, None, f"cannot read image {path} ({err}); replace or remove the file."
+            image = open_rgb(path)
+        except AgiqaError as err:  # reported by the main process, naming the file
+            return index, None, str(err)
         if self.seed is None:
             return index, self.transform(image), ""
         with _seeded(item_seed(self.seed, self.view, index)):

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
+
+from agiqa_lib.errors import AgiqaError
 
 
 _UMASK = os.umask(0)
@@ -67,3 +70,12 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """An image file as an RGB PIL image (file closed); an unreadable file is an AgiqaError."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise AgiqaError(f"cannot read image {path} ({err}); replace or remove the file.") from None

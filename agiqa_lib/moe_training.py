@@ -43,14 +43,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from safetensors import safe_open
 from scipy import stats
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import load_tensors, save_tensors
+from agiqa_lib.io import load_tensors, open_rgb, save_tensors
 from agiqa_lib.metrics import evaluate
 from agiqa_lib.models.ma_agiqa import MAAGIQA, VARIANTS, ma_agiqa_config, save_checkpoint
 
@@ -214,15 +213,6 @@ def prepare_data(dataset: str = "demo", root: str | os.PathLike | None = None,
                         timings=timings)
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """An image file as an RGB PIL image (file closed)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise AgiqaError(f"cannot read image {path} ({err}); check the dataset folder") from None
-
-
 class _Items(Dataset):
     """(input, semantic, mos, row) for some rows; augments when `train` (seeded per epoch/row)."""
 
@@ -240,7 +230,7 @@ class _Items(Dataset):
         if self.data.tokens is not None:
             x = self.data.tokens[row].float().unflatten(1, (self.grid, self.grid))
         else:
-            x = self.transform(open_image(self.data.df["path"].iloc[row]))
+            x = self.transform(open_rgb(self.data.df["path"].iloc[row]))
         if self.train:
             rng = np.random.default_rng([self.cfg.seed, self.epoch, row])
             x = augment(x, rng, self.cfg.aug_prob, self.cfg.flip)

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from agiqa_lib.errors import AgiqaError
+from agiqa_lib.io import open_rgb
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -85,12 +86,6 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as img:
-        img.load()
-        return img.convert("RGB")
-
-
 def score_images(scorer: Scorer, inputs: Iterable[str | os.PathLike],
                  batch_size: int = 16, progress: bool = True) -> ScoreRun:
     """Score every readable image under `inputs` in batches; skip (and record) bad files."""
@@ -102,7 +97,7 @@ def score_images(scorer: Scorer, inputs: Iterable[str | os.PathLike],
         batch_paths, images = [], []
         for path in paths[start:start + batch_size]:
             try:
-                images.append(_open_rgb(path))
+                images.append(open_rgb(path))
                 batch_paths.append(path)
             except Exception as err:  # any decoder error: skip this file only
                 skipped.append((str(path), f"{type(err).__name__}: {err}"))

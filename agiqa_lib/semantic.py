@@ -28,12 +28,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from agiqa_lib.cache import CacheKey, CorruptCacheError, FeatureStore, file_list_hash
 from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from agiqa_lib.io import load_tensors, open_rgb, read_json, save_tensors, sha256_file, write_json
 from agiqa_lib.models.mllm import STAND_IN_NOTE, SemanticEncoder
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch
                 rows = list(store.shard_rows(shard))
                 parts = []
                 for i in range(0, len(rows), batch_size):
-                    images = [_open_rgb(paths[r]) for r in rows[i:i + batch_size]]
+                    images = [open_rgb(paths[r]) for r in rows[i:i + batch_size]]
                     parts.append(encoder.encode_questions(images, questions))  # [b, 2, D]
                     bar.update(len(images))
                     computed += len(images)
@@ -116,14 +115,6 @@ def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch
                  rate, encoder.model_id)
     return {"images_computed": computed, "seconds": round(seconds, 3),
             "images_per_s": round(rate, 4) if computed else None}
-
-
-def _open_rgb(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise AgiqaError(f"cannot read image {path} ({err}); replace or remove the file.") from None
 
 
 # --------------------------------------------------------------------------- cache entries

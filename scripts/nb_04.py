@@ -50,6 +50,7 @@ device = "cpu\"""", ["parameters"]),
 from IPython.display import display
 
 from agiqa_lib import moe_training as mt
+from agiqa_lib.io import open_rgb
 from agiqa_lib.models.ma_agiqa import load_scorer
 from agiqa_lib.viz import ma_agiqa as viz
 
@@ -115,7 +116,7 @@ profile; `agiqa score` uses the same path."""),
     ("code", """path = mt.save_scorer_checkpoint(study, out_dir)
 scorer = load_scorer(path)
 sample = data.df[data.split == "test"].head(4)
-images = [mt.open_image(p) for p in sample["path"]]
+images = [open_rgb(p) for p in sample["path"]]
 display(sample[["name", "generator", "mos"]].assign(score=scorer.score_images(images)))
 print(path)"""),
 ]
