@@ -4,7 +4,7 @@ The library holds everything the notebooks call: datasets, splits, metrics, mode
 backbones in three weight profiles, feature caches, and the CLIP-AGIQA / MA-AGIQA models.
 """
 
-from agiqa_lib.errors import AgiqaError
+from agiqa_lib.core.errors import AgiqaError
 
 __version__ = "0.1.0"
 __all__ = ["AgiqaError", "__version__"]

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from agiqa_lib.errors import AgiqaError
+from agiqa_lib.core.errors import AgiqaError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS = [

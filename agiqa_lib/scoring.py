@@ -21,15 +21,15 @@ from PIL import Image
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import open_rgb
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import open_rgb
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 # agiqa_model metadata value -> module providing load_scorer(checkpoint_path, device)
 SCORER_MODULES = {
-    "clip_agiqa": "agiqa_lib.models.clip_agiqa",
-    "ma_agiqa": "agiqa_lib.models.ma_agiqa",
+    "clip_agiqa": "agiqa_lib.clip_agiqa.model",
+    "ma_agiqa": "agiqa_lib.ma_agiqa.model",
 }
 
 
@@ -119,8 +119,8 @@ def evaluate_checkpoints(checkpoints: Iterable[str | os.PathLike], dataset: str,
     Used for cross-dataset generalisation (train on one dataset, test on another).
     `fast` evaluates a seeded sample of 64 images.
     """
-    from agiqa_lib.datasets import load_dataset
-    from agiqa_lib.metrics import evaluate
+    from agiqa_lib.data.datasets import load_dataset
+    from agiqa_lib.evaluation.metrics import evaluate
 
     frame = load_dataset(dataset, root)
     if fast:

@@ -39,13 +39,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AGIQA_CACHE_DIR", tempfile.mkdtemp(prefix="bench-clip-"))
 
-    from agiqa_lib.clip_training import (CachedFeatureBatches, EvalSet, ImageBatches, TrainConfig,
+    from agiqa_lib.clip_agiqa.train import (CachedFeatureBatches, EvalSet, ImageBatches, TrainConfig,
                                          predict, train_clip_agiqa)
-    from agiqa_lib.datasets import load_dataset
-    from agiqa_lib.features import clip_image_features
-    from agiqa_lib.models.clip import create_clip
-    from agiqa_lib.models.clip_agiqa import create_clip_agiqa
-    from agiqa_lib.splits import make_split
+    from agiqa_lib.data.datasets import load_dataset
+    from agiqa_lib.core.features import clip_image_features
+    from agiqa_lib.backbones.clip import create_clip
+    from agiqa_lib.clip_agiqa.model import create_clip_agiqa
+    from agiqa_lib.data.splits import make_split
 
     df = load_dataset(args.dataset, root=args.root).iloc[:args.n].reset_index(drop=True)
     split = make_split(df, "clip_agiqa").to_numpy()

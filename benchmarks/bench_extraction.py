@@ -28,21 +28,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from agiqa_lib.cache import CacheKey  # noqa: E402
-from agiqa_lib.features import (FeatureSpec, backbone_view, clip_view,  # noqa: E402
+from agiqa_lib.core.cache import CacheKey  # noqa: E402
+from agiqa_lib.core.features import (FeatureSpec, backbone_view, clip_view,  # noqa: E402
                                 describe_transform, extract_features)
-from agiqa_lib.paths import shared_agiqa3k_root  # noqa: E402
+from agiqa_lib.core.paths import shared_agiqa3k_root  # noqa: E402
 
 
 def build_spec(profile: str, what: str, device: str) -> FeatureSpec:
     """Encoder, transform and key for the chosen profile; `full` is built with random weights."""
     if what == "iqa":
-        from agiqa_lib.models.iqa_backbone import create_iqa_backbone
+        from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
 
         backbone = create_iqa_backbone(profile, pretrained=profile != "full", device=device)
         return backbone_view(backbone, "bench", profile)
     if profile != "full":
-        from agiqa_lib.models.clip import create_clip
+        from agiqa_lib.backbones.clip import create_clip
 
         return clip_view(create_clip(profile, device=device), "bench")
     import open_clip

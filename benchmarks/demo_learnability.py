@@ -16,8 +16,8 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GroupKFold
 
-from agiqa_lib.datasets import load_dataset
-from agiqa_lib.models.weights import create_lite0
+from agiqa_lib.data.datasets import load_dataset
+from agiqa_lib.backbones.weights import create_lite0
 
 
 def lite0_features(paths: list[str]) -> np.ndarray:

@@ -24,9 +24,11 @@ results_path = None    # when set, the baseline rows are appended to this result
     ("code", """import pandas as pd
 from IPython.display import Markdown, display
 
-from agiqa_lib import baselines, splits
-from agiqa_lib.datasets import dataset_targets, load_dataset
-from agiqa_lib.results import append_result
+from agiqa_lib.evaluation import baselines
+
+from agiqa_lib.data import splits
+from agiqa_lib.data.datasets import dataset_targets, load_dataset
+from agiqa_lib.evaluation.results import append_result
 from agiqa_lib.viz import exploration as viz
 
 pd.set_option("display.precision", 3)

@@ -37,9 +37,9 @@ device = "cpu"            # accepted from run_all.sh; this notebook runs on the 
     ("code", """import pandas as pd
 from IPython.display import Markdown, display
 
-from agiqa_lib import clip_study
-from agiqa_lib.clip_training import TrainConfig
-from agiqa_lib.models import clip_agiqa
+from agiqa_lib.clip_agiqa import study as clip_study
+from agiqa_lib.clip_agiqa.train import TrainConfig
+from agiqa_lib.clip_agiqa import model as clip_agiqa
 from agiqa_lib.viz import clip_agiqa as viz
 
 pd.set_option("display.precision", 3)

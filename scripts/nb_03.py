@@ -29,10 +29,10 @@ results_path = None    # unused (nothing is trained here); accepted so run_all.s
 import pandas as pd
 from IPython.display import Markdown, display
 
-from agiqa_lib.datasets import load_dataset
-from agiqa_lib.io import write_json
-from agiqa_lib.models.mllm import create_mllm
-from agiqa_lib.semantic import (QUESTIONS, extract_semantic_vectors, question_cosine,
+from agiqa_lib.data.datasets import load_dataset
+from agiqa_lib.core.io import write_json
+from agiqa_lib.backbones.mllm import create_mllm
+from agiqa_lib.ma_agiqa.semantic import (QUESTIONS, extract_semantic_vectors, question_cosine,
                                 read_manifest, semantic_cache_entry, summary_record)
 from agiqa_lib.viz import semantic as viz
 

@@ -49,9 +49,9 @@ device = "cpu\"""", ["parameters"]),
     ("code", """import pandas as pd
 from IPython.display import display
 
-from agiqa_lib import moe_training as mt
-from agiqa_lib.io import open_rgb
-from agiqa_lib.models.ma_agiqa import load_scorer
+from agiqa_lib.ma_agiqa import train as mt
+from agiqa_lib.core.io import open_rgb
+from agiqa_lib.ma_agiqa.model import load_scorer
 from agiqa_lib.viz import ma_agiqa as viz
 
 pd.set_option("display.precision", 4)

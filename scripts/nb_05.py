@@ -30,8 +30,8 @@ cross_root = None""", ["parameters"]),
 import pandas as pd
 from IPython.display import Markdown, display
 
-from agiqa_lib import report
-from agiqa_lib.results import default_results_path, load_results
+from agiqa_lib.evaluation import report
+from agiqa_lib.evaluation.results import default_results_path, load_results
 from agiqa_lib.viz import results as viz
 
 pd.set_option("display.precision", 4)

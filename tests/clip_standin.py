@@ -1,6 +1,6 @@
 """A very small CLIP-like model and text tower for unit tests of CLIP-AGIQA's own parts.
 
-It follows the `agiqa_lib.models.text_tower.TextTower` interface (tokenize, token_embedding,
+It follows the `agiqa_lib.backbones.text_tower.TextTower` interface (tokenize, token_embedding,
 width, encode_with_embeddings) with a word-level tokenizer, so the prompt learner, head and
 training loop can be tested in milliseconds and independently of the real CLIP profiles
 (which are tested through `create_clip("tiny")` elsewhere in these tests).
@@ -74,7 +74,7 @@ class StandInTower:
 
 def standin_model(use_text: bool = True, **config_kwargs):
     """A ClipAgiqa on the stand-in CLIP (seeded)."""
-    from agiqa_lib.models.clip_agiqa import ClipAgiqa, ClipAgiqaConfig
+    from agiqa_lib.clip_agiqa.model import ClipAgiqa, ClipAgiqaConfig
 
     torch.manual_seed(0)
     clip = StandInClip()

@@ -22,7 +22,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def agiqa3k_root():
     """Path of the real AGIQA-3K data (`../shared/data/AGIQA-3K`); skips when absent."""
-    from agiqa_lib.paths import shared_agiqa3k_root
+    from agiqa_lib.core.paths import shared_agiqa3k_root
 
     root = shared_agiqa3k_root()
     if root is None:

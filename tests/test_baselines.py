@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from agiqa_lib.baselines import (baseline_records, generator_mean_baseline,
+from agiqa_lib.evaluation.baselines import (baseline_records, generator_mean_baseline,
                                  generator_mean_predictions, has_generators)
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.results import REQUIRED_KEYS, append_result, load_results
-from agiqa_lib.splits import make_split
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.evaluation.results import REQUIRED_KEYS, append_result, load_results
+from agiqa_lib.data.splits import make_split
 
 
 def small_frame() -> pd.DataFrame:
@@ -92,7 +92,7 @@ def test_real_agiqa3k_generator_mean_srcc(agiqa3k_root):
     covers the two-digit rounding of the quoted number, and a wrong split, target or
     fallback would move it by more (clip_agiqa gives 0.763, mos_align 0.619).
     """
-    from agiqa_lib.datasets import load_dataset
+    from agiqa_lib.data.datasets import load_dataset
 
     df = load_dataset("agiqa3k", root=agiqa3k_root, check_files=False)
     table = generator_mean_baseline(df, ["ma_agiqa"], ci=False)

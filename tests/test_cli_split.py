@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from agiqa_lib.cli import main
-from agiqa_lib.splits import make_split
+from agiqa_lib.data.splits import make_split
 
 HEADER = "name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"
 

@@ -8,11 +8,11 @@ import torch
 from clip_standin import StandInClip, StandInTower, standin_model
 from scipy import stats
 
-from agiqa_lib.binning import (QUALITY_CLASSES, RELEASED_CUTPOINTS, assign_classes,
+from agiqa_lib.clip_agiqa.binning import (QUALITY_CLASSES, RELEASED_CUTPOINTS, assign_classes,
                                quantile_cutpoints, resolve_cutpoints)
-from agiqa_lib.clip_baselines import ridge_probe, svr_probe, zero_shot_clip_iqa
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.models.clip_agiqa import ClipAgiqaConfig, PromptLearner
+from agiqa_lib.clip_agiqa.baselines import ridge_probe, svr_probe, zero_shot_clip_iqa
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.clip_agiqa.model import ClipAgiqaConfig, PromptLearner
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -160,8 +160,8 @@ def test_bad_binning_is_a_user_error(binning, message):
 @pytest.mark.real_data
 def test_agiqa3k_sextiles_match_released_cutpoints(agiqa3k_root):
     """Under the clip_agiqa split, train sextiles reproduce the released hard-coded cut-points."""
-    from agiqa_lib.datasets import load_dataset
-    from agiqa_lib.splits import make_split
+    from agiqa_lib.data.datasets import load_dataset
+    from agiqa_lib.data.splits import make_split
 
     df = load_dataset("agiqa3k", root=agiqa3k_root, check_files=False)
     split = make_split(df, "clip_agiqa")
@@ -204,10 +204,10 @@ def test_probes_learn_a_linear_signal(probe):
 # --- real CLIP profiles: save / load round trip through `agiqa score` ------------------------
 
 def test_checkpoint_round_trip_through_load_scorer(tmp_path):
-    pytest.importorskip("agiqa_lib.models.text_tower")
+    pytest.importorskip("agiqa_lib.backbones.text_tower")
     from PIL import Image
 
-    from agiqa_lib.models.clip_agiqa import create_clip_agiqa, load_scorer, save_checkpoint
+    from agiqa_lib.clip_agiqa.model import create_clip_agiqa, load_scorer, save_checkpoint
     from agiqa_lib.scoring import checkpoint_metadata
     from agiqa_lib.scoring import load_scorer as generic_load_scorer
 
@@ -233,7 +233,7 @@ def test_checkpoint_round_trip_through_load_scorer(tmp_path):
 @pytest.fixture(params=["tiny", "tiny-full"])
 def real_tiny_clip(request, tmp_path):
     """A real open_clip model of each text-tower kind (HF BERT and OpenAI transformer)."""
-    from agiqa_lib.models.clip import create_clip, save_tiny_full_clip
+    from agiqa_lib.backbones.clip import create_clip, save_tiny_full_clip
 
     if request.param == "tiny":
         return create_clip("tiny")
@@ -243,7 +243,7 @@ def real_tiny_clip(request, tmp_path):
 def test_prompt_learner_on_real_text_towers(real_tiny_clip):
     """With the context set to the "X" embeddings, the learned prompts give exactly the text
     features of the placeholder prompts (so insertion and any padding trim are exact)."""
-    from agiqa_lib.models.clip_agiqa import create_clip_agiqa
+    from agiqa_lib.clip_agiqa.model import create_clip_agiqa
 
     model = create_clip_agiqa(real_tiny_clip.profile, bundle=real_tiny_clip)
     learner = model.prompt_learner

@@ -9,10 +9,10 @@ import torch
 from clip_standin import standin_model
 from PIL import Image
 
-from agiqa_lib.clip_training import (SELECTION_RULES, CachedFeatureBatches, ClipFeatures, EvalSet,
+from agiqa_lib.clip_agiqa.train import (SELECTION_RULES, CachedFeatureBatches, ClipFeatures, EvalSet,
                                      ImageBatches, TrainConfig, carve_validation,
                                      fit_selection_rules, lr_at_epoch, predict, train_clip_agiqa)
-from agiqa_lib.errors import AgiqaError
+from agiqa_lib.core.errors import AgiqaError
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -192,7 +192,7 @@ def test_end_to_end_batches_encode_images(tmp_path):
 
 
 def test_paired_srcc_difference_separates_a_better_model():
-    from agiqa_lib.clip_study import paired_srcc_difference
+    from agiqa_lib.clip_agiqa.study import paired_srcc_difference
 
     rng = np.random.default_rng(0)
     mos = rng.normal(size=300)

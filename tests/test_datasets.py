@@ -11,8 +11,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from agiqa_lib.datasets import DATASET_NAMES, dataset_targets, load_dataset
-from agiqa_lib.errors import AgiqaError
+from agiqa_lib.data.datasets import DATASET_NAMES, dataset_targets, load_dataset
+from agiqa_lib.core.errors import AgiqaError
 
 
 def image_bytes(fmt: str = "JPEG") -> bytes:

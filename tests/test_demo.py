@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
-from agiqa_lib.datasets import demo, load_dataset, make_demo_dataset
-from agiqa_lib.errors import AgiqaError
+from agiqa_lib.data.datasets import demo, load_dataset, make_demo_dataset
+from agiqa_lib.core.errors import AgiqaError
 
 AGIQA3K_COLUMNS = ["name", "prompt", "adj1", "adj2", "style",
                    "mos_quality", "std_quality", "mos_align", "std_align"]
@@ -126,7 +126,7 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
 
 def test_killed_generation_is_not_reused(tmp_path):
     root = tmp_path / "d"
-    code = ("from agiqa_lib.datasets import make_demo_dataset; "
+    code = ("from agiqa_lib.data.datasets import make_demo_dataset; "
             f"make_demo_dataset({str(root)!r}, n_images=4000, image_size=128)")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})

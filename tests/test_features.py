@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from agiqa_lib.cache import CacheKey, FeatureStore, file_list_hash
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.features import (describe_transform, extract_features, fill_store, item_seed,
+from agiqa_lib.core.cache import CacheKey, FeatureStore, file_list_hash
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.features import (describe_transform, extract_features, fill_store, item_seed,
                                 open_store)
 
 
@@ -105,14 +105,14 @@ def test_manifest_of_other_features_is_rebuilt(images, caplog):
     manifest = (store.path / "manifest.json").read_text()
     (store.path / "manifest.json").write_text(manifest.replace('"mean-rgb"', '"other-model"'))
     enc = CountingEncoder()
-    with caplog.at_level(logging.WARNING, logger="agiqa_lib.cache"):
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.core.cache"):
         feats = extract_features(images, enc, to_tensor, key(), shard_size=4, progress=False)
     assert enc.images == 10
     assert "describes other features" in caplog.text and "model_id" in caplog.text
     torch.testing.assert_close(feats, expected_means(images))
     (store.path / "manifest.json").write_text('{"identity": ')  # e.g. hand-edited, truncated
     enc = CountingEncoder()
-    with caplog.at_level(logging.WARNING, logger="agiqa_lib.cache"):
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.core.cache"):
         extract_features(images, enc, to_tensor, key(), shard_size=4, progress=False)
     assert enc.images == 10 and "manifest unreadable" in caplog.text
 
@@ -198,9 +198,9 @@ def test_unreadable_and_missing_images_name_the_file(images):
 
 
 def test_tiny_clip_views_and_backbone_tokens(images):
-    from agiqa_lib.features import backbone_tokens, clip_image_features
-    from agiqa_lib.models.clip import create_clip
-    from agiqa_lib.models.iqa_backbone import create_iqa_backbone
+    from agiqa_lib.core.features import backbone_tokens, clip_image_features
+    from agiqa_lib.backbones.clip import create_clip
+    from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
 
     df = pd.DataFrame({"path": images})
     bundle = create_clip("tiny")
@@ -225,8 +225,8 @@ def test_tiny_clip_views_and_backbone_tokens(images):
 
 @pytest.mark.real_data
 def test_lite_clip_on_real_agiqa3k_subset_resumes_after_kill(agiqa3k_root):
-    from agiqa_lib.features import clip_view, fill_store, open_store
-    from agiqa_lib.models.clip import create_clip
+    from agiqa_lib.core.features import clip_view, fill_store, open_store
+    from agiqa_lib.backbones.clip import create_clip
 
     paths = sorted(str(p) for p in (agiqa3k_root / "images").glob("*.jpg"))[:32]
     bundle = create_clip("lite")

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from agiqa_lib.models.ma_agiqa import (MAAGIQA, load_model, ma_agiqa_config, save_checkpoint)
-from agiqa_lib.moe_training import (PreparedData, as_released_test_indices, augment, new_model,
+from agiqa_lib.ma_agiqa.model import (MAAGIQA, load_model, ma_agiqa_config, save_checkpoint)
+from agiqa_lib.ma_agiqa.train import (PreparedData, as_released_test_indices, augment, new_model,
                                     predict, result_rows, seed_summary, train_config, train_run)
-from agiqa_lib.results import REQUIRED_KEYS, load_results_records, append_result
+from agiqa_lib.evaluation.results import REQUIRED_KEYS, load_results_records, append_result
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -163,7 +163,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_config_json_round_trip():
-    from agiqa_lib.models.ma_agiqa import MAAGIQAConfig
+    from agiqa_lib.ma_agiqa.model import MAAGIQAConfig
 
     for variant in ("maniqa", "released_gate", "semantic_only", "concat_mlp"):
         cfg = ma_agiqa_config("lite", variant, in_channels=512)

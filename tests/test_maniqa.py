@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agiqa_lib.models.maniqa import (Maniqa, ManiqaConfig, SwinBlock, TABlock, count_parameters)
+from agiqa_lib.ma_agiqa.maniqa import (Maniqa, ManiqaConfig, SwinBlock, TABlock, count_parameters)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_full_head_total_and_no_unused_modules(full_maniqa):
 
 
 def test_full_vit_blocks_and_whole_model_counts():
-    from agiqa_lib.models.ma_agiqa import create_ma_agiqa
+    from agiqa_lib.ma_agiqa.model import create_ma_agiqa
 
     model = create_ma_agiqa("full", "released_gate", pretrained=False)  # random, no download
     assert count_parameters(model.backbone) == 71_630_592

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from agiqa_lib.metrics import bootstrap_ci, evaluate, fit_logistic, logistic_4, within_group_srcc_stats
+from agiqa_lib.evaluation.metrics import bootstrap_ci, evaluate, fit_logistic, logistic_4, within_group_srcc_stats
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.models.mllm import (DEFAULT_FULL_MODEL, LiteSemanticEncoder, LiteStandInConfig,
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.backbones.mllm import (DEFAULT_FULL_MODEL, LiteSemanticEncoder, LiteStandInConfig,
                                    build_prompt, create_mllm, expand2square, masked_mean,
                                    tiny_vlm_dir)
-from agiqa_lib.models.tiny_vlm import build_tiny_vlm
+from agiqa_lib.backbones.tiny_vlm import build_tiny_vlm
 
 Q_SHORT = "Is it sharp?"
 Q_LONG = "Evaluate if the image quality is compromised due to violations of coherence."

@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from skimage.data import astronaut, chelsea
 from torchvision.transforms import RandomHorizontalFlip, RandomResizedCrop
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import write_json
-from agiqa_lib.models import weights
-from agiqa_lib.models.clip import TINY_FULL_CONFIG, ClipBundle, create_clip, save_tiny_full_clip
-from agiqa_lib.models.text_tower import TextTower
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import write_json
+from agiqa_lib.backbones import weights
+from agiqa_lib.backbones.clip import TINY_FULL_CONFIG, ClipBundle, create_clip, save_tiny_full_clip
+from agiqa_lib.backbones.text_tower import TextTower
 
 CLASS_NAMES = ["terrible", "bad", "poor", "average", "good", "perfect"]
 

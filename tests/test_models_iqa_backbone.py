@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.models.iqa_backbone import (
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.backbones.iqa_backbone import (
     FULL_VIT,
     IqaBackbone,
     Lite0GridTokens,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.models.maniqa import count_parameters
-from agiqa_lib.models.moe import FUSION_VARIANTS, FusionConfig, MoEFusion, fusion_config
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.ma_agiqa.maniqa import count_parameters
+from agiqa_lib.ma_agiqa.moe import FUSION_VARIANTS, FusionConfig, MoEFusion, fusion_config
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agiqa_lib.results import load_results
+from agiqa_lib.evaluation.results import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "01_data_exploration.ipynb"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agiqa_lib.results import load_results
+from agiqa_lib.evaluation.results import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_clip_prompt_learning.ipynb"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agiqa_lib.results import append_result, save_predictions
+from agiqa_lib.evaluation.results import append_result, save_predictions
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_results.ipynb"
 

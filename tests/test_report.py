@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agiqa_lib.report import (PAPER_RESULTS, comparison_table, per_generator_error,
+from agiqa_lib.evaluation.report import (PAPER_RESULTS, comparison_table, per_generator_error,
                               protocol_comparison, seed_summary)
-from agiqa_lib.results import append_result, load_results, save_predictions
+from agiqa_lib.evaluation.results import append_result, load_results, save_predictions
 
 
 def _record(seed, srcc, **kw):

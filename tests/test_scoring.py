@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import save_tensors
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import save_tensors
 from agiqa_lib.scoring import checkpoint_metadata, collect_images, load_scorer, score_images
 
 

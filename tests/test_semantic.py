@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.io import load_tensors, read_json, write_json
-from agiqa_lib.models.mllm import SemanticEncoder
-from agiqa_lib.semantic import (QUESTIONS, OfficialVectorsSource, cache_official_vectors,
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import load_tensors, read_json, write_json
+from agiqa_lib.backbones.mllm import SemanticEncoder
+from agiqa_lib.ma_agiqa.semantic import (QUESTIONS, OfficialVectorsSource, cache_official_vectors,
                                 extract_semantic_vectors, import_official_vectors,
                                 load_cached_vectors, read_manifest, semantic_cache_entry)
 
@@ -116,7 +116,7 @@ def test_mismatching_manifest_is_rebuilt_not_reused(frame, tmp_path, caplog):
     manifest["identity"]["questions"]["coherence"] = "Another question?"
     write_json(entry / "manifest.json", manifest)
     again = CountingEncoder()
-    with caplog.at_level(logging.WARNING, logger="agiqa_lib.semantic"):
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.ma_agiqa.semantic"):
         extract_semantic_vectors(frame, again, cache_dir=tmp_path, shard_size=4)
     assert again.images == 20
     assert "differs in ['questions']" in caplog.text
@@ -130,7 +130,7 @@ def test_corrupted_array_is_rebuilt(frame, tmp_path, caplog):
     data[-8:] = b"\x00" * 8
     (entry / "vectors.safetensors").write_bytes(bytes(data))
     again = CountingEncoder()
-    with caplog.at_level(logging.WARNING, logger="agiqa_lib.semantic"):
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.ma_agiqa.semantic"):
         vectors = extract_semantic_vectors(frame, again, cache_dir=tmp_path, shard_size=4)
     assert again.images == 20 and "checksum" in caplog.text
     assert torch.equal(vectors, reference)
@@ -154,7 +154,7 @@ def test_unreadable_image_names_the_file(frame, tmp_path):
 
 
 def test_tiny_mllm_end_to_end(frame, tmp_path):
-    from agiqa_lib.models.mllm import create_mllm
+    from agiqa_lib.backbones.mllm import create_mllm
 
     encoder = create_mllm("tiny")
     vectors = extract_semantic_vectors(frame.iloc[:3], encoder, cache_dir=tmp_path, batch_size=2)
@@ -165,7 +165,7 @@ def test_tiny_mllm_end_to_end(frame, tmp_path):
 
 @pytest.fixture(scope="module")
 def lite():
-    from agiqa_lib.models.mllm import create_mllm
+    from agiqa_lib.backbones.mllm import create_mllm
 
     return create_mllm("lite")
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.splits import (available_protocols, effective_seed, kfold_protocols, make_split,
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.data.splits import (available_protocols, effective_seed, kfold_protocols, make_split,
                               prompt_overlap, protocol_overview, split_summary)
 
 # First test images of CLIP-AGIQA's own split, as committed in wzczc/CLIP-AGIQA
@@ -178,7 +178,7 @@ def test_effective_seed_defaults():
 
 @pytest.mark.real_data
 def test_real_agiqa3k_counts_and_clip_agiqa_reference(agiqa3k_root):
-    from agiqa_lib.datasets import load_dataset
+    from agiqa_lib.data.datasets import load_dataset
 
     df = load_dataset("agiqa3k", root=agiqa3k_root, check_files=False)
     ma = make_split(df, "ma_agiqa").value_counts().to_dict()

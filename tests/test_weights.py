@@ -10,8 +10,8 @@ from PIL import Image
 from skimage.data import chelsea
 from torchvision import transforms as T
 
-from agiqa_lib.errors import AgiqaError
-from agiqa_lib.models import weights
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.backbones import weights
 
 IMAGENET_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

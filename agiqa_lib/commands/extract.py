@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from agiqa_lib.errors import AgiqaError
+from agiqa_lib.core.errors import AgiqaError
 
 NAME = "extract"
 HELP = ("extract frozen image features of a dataset into the resumable cache "
@@ -50,8 +50,8 @@ def _view_names(text: str) -> tuple[list[str], int]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the dataset, build the model, fill each requested cache entry, print throughput."""
-    from agiqa_lib.datasets import load_dataset
-    from agiqa_lib.features import (backbone_view, clip_view, fill_store, open_store,
+    from agiqa_lib.data.datasets import load_dataset
+    from agiqa_lib.core.features import (backbone_view, clip_view, fill_store, open_store,
                                     parse_views)
 
     if args.limit is not None and args.limit < 1:
@@ -61,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
         df = df.head(args.limit)
     paths = [str(p) for p in df["path"]]
     if args.what == "clip":
-        from agiqa_lib.models.clip import create_clip
+        from agiqa_lib.backbones.clip import create_clip
 
         views = parse_views(*_view_names(args.views))
         bundle = create_clip(args.profile, checkpoint=args.checkpoint, device=args.device)
         specs = [clip_view(bundle, args.dataset, view, args.seed) for view in views]
         fp16 = args.fp16
     else:
-        from agiqa_lib.models.iqa_backbone import create_iqa_backbone
+        from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
 
         if args.views != "test":
             raise AgiqaError("--views applies to --what clip only; IQA-backbone tokens are "

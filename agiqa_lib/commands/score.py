@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agiqa_lib.io import atomic_path
+from agiqa_lib.core.io import atomic_path
 
 NAME = "score"
 HELP = "score your own images with a checkpoint trained by notebook 02 or 04"

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from agiqa_lib.datasets import load_dataset
+from agiqa_lib.data.datasets import load_dataset
 
 NAME = "semantic"
 HELP = ("cache MA-AGIQA semantic vectors [N, 2, D] of a dataset: `extract` them with an MLLM "
@@ -49,7 +49,7 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract or import, then print where the vectors are (and images/s for an extraction)."""
-    from agiqa_lib import semantic
+    from agiqa_lib.ma_agiqa import semantic
 
     df = load_dataset(args.dataset, root=args.root)
     if args.action == "import":
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                                 dataset=args.dataset)
         print(f"imported official vectors of {len(df)} images into {entry}")
         return 0
-    from agiqa_lib.models.mllm import create_mllm
+    from agiqa_lib.backbones.mllm import create_mllm
 
     if args.limit is not None:
         df = df.head(args.limit)

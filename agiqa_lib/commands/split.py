@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from agiqa_lib.datasets import load_dataset
-from agiqa_lib.io import atomic_path
-from agiqa_lib.splits import PROTOCOLS, make_split
+from agiqa_lib.data.datasets import load_dataset
+from agiqa_lib.core.io import atomic_path
+from agiqa_lib.data.splits import PROTOCOLS, make_split
 
 NAME = "split"
 HELP = "assign every image of a dataset to train/val/test under a split protocol (CSV name,split)"

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from agiqa_lib.clip_study import run_clip_study
+    from agiqa_lib.clip_agiqa.study import run_clip_study
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ HELP = ("train MA-AGIQA / MANIQA variants on a dataset and split (resumable), pr
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `agiqa train-ma`."""
-    from agiqa_lib.models.ma_agiqa import VARIANTS
+    from agiqa_lib.ma_agiqa.model import VARIANTS
 
     parser.add_argument("dataset", help="dataset name (agiqa3k, demo, ...)")
     parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, print one row per variant x evaluation, save the scorer checkpoint."""
-    from agiqa_lib.moe_training import run_study, save_scorer_checkpoint, seed_summary
+    from agiqa_lib.ma_agiqa.train import run_study, save_scorer_checkpoint, seed_summary
 
     study = run_study(args.dataset, args.root, args.profile, args.protocol, args.variants,
                       args.seeds, args.epochs, args.out_dir, args.results, flip=args.flip,

@@ -11,7 +11,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from agiqa_lib.moe_training import StudyResult, TrainConfig
+from agiqa_lib.ma_agiqa.train import StudyResult, TrainConfig
 from agiqa_lib.viz.exploration import save_figure
 
 __all__ = ["save_figure", "parameter_table", "plot_lr_schedule", "plot_training_curves",

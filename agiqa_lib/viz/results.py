@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from agiqa_lib.report import per_generator_error
+from agiqa_lib.evaluation.report import per_generator_error
 from agiqa_lib.viz import save_figure  # noqa: F401  (re-exported for notebooks)
 
 

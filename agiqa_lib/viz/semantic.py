@@ -12,7 +12,7 @@ import seaborn as sns
 import torch
 from sklearn.decomposition import PCA
 
-from agiqa_lib.semantic import QUESTIONS
+from agiqa_lib.ma_agiqa.semantic import QUESTIONS
 from agiqa_lib.viz.exploration import save_figure
 
 __all__ = ["pca_table", "plot_pca", "plot_question_similarity", "save_figure", "title_note"]

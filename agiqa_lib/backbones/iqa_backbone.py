@@ -1,0 +1,179 @@
+"""MANIQA's image backbone in three weight profiles: a 28 x 28 grid of feature tokens per image.
+
+- `full`: timm `vit_base_patch8_224.augreg_in21k_ft_in1k`, as in MANIQA / MA-AGIQA: the outputs
+  of blocks 6, 7, 8, 9 (0-based, after the residual, before the final norm), CLS dropped,
+  concatenated on channels: [B, 4 x 768 = 3072, 784]. Blocks 10-11, the final norm and the head
+  never reach the output and are removed (71,630,592 parameters remain).
+- `lite`: EfficientNet-Lite0 (packaged ImageNet weights): its five feature maps (16, 24, 40,
+  112, 320 channels at strides 2-32) brought to the 28 x 28 grid (stride 8) and concatenated:
+  [B, 512, 784]. Larger maps are average-pooled down (area averaging, no aliasing), smaller ones
+  upsampled bilinearly (align_corners=False).
+- `tiny`: a random 4-block ViT with 8 x 8 patches and width 16 (same class as `full`, all four
+  blocks tapped): [B, 64, 784], for tests of `full`'s code path.
+
+Each backbone brings MANIQA's released preprocessing: 224 x 224 bicubic resize (no crop),
+[0, 1] scaling, mean = std = 0.5 (also Lite0's own normalisation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms as T
+
+from agiqa_lib.core.errors import AgiqaError
+from .weights import (
+    CHECKPOINT_ERRORS,
+    DOWNLOAD_ERRORS,
+    create_lite0,
+    fingerprint_files,
+    fingerprint_module,
+    missing_full_weights,
+)
+
+PROFILES = ("full", "lite", "tiny")
+INPUT_SIZE = 224
+GRID = 28  # tokens per side: 224 / 8
+FULL_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
+FULL_TAPS = (6, 7, 8, 9)
+TINY_SEED = 0
+TINY_VIT = dict(img_size=INPUT_SIZE, patch_size=8, embed_dim=16, depth=4, num_heads=2,
+                mlp_ratio=2.0, num_classes=0)
+TINY_TAPS = (0, 1, 2, 3)
+
+
+class IqaBackbone(nn.Module):
+    """Image -> [B, out_channels, 784] tokens on a 28 x 28 grid, with its own preprocessing."""
+
+    input_size = INPUT_SIZE
+    interpolation = "bicubic"
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+    out_channels: int
+    model_id: str  # architecture + weights at build time, for caching a FROZEN backbone
+
+    def transform(self, train: bool = False) -> Callable:
+        """PIL image -> normalised [3, 224, 224] tensor (bicubic resize, no crop).
+
+        `train=True` adds a random horizontal flip. MA-AGIQA's as-released rotation/flip
+        augmentation belongs to its training code, which should start from `transform(False)`.
+        """
+        steps = [T.Resize((self.input_size, self.input_size),
+                          interpolation=T.InterpolationMode.BICUBIC),
+                 T.Lambda(_to_rgb)]
+        if train:
+            steps.append(T.RandomHorizontalFlip())
+        steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        return T.Compose(steps)
+
+
+class VitBlockTokens(IqaBackbone):
+    """Patch tokens of chosen ViT blocks (after the residual, no final norm), CLS dropped."""
+
+    def __init__(self, vit: nn.Module, taps: Sequence[int], model_id: str) -> None:
+        super().__init__()
+        self.taps = list(vit.prune_intermediate_layers(list(taps), prune_norm=True,
+                                                       prune_head=True))
+        self.vit = vit
+        self.out_channels = vit.embed_dim * len(self.taps)
+        self.model_id = model_id
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit.forward_intermediates(x, indices=self.taps, norm=False, output_fmt="NLC",
+                                                intermediates_only=True)  # len(taps) x [B, 784, W]
+        return torch.cat(tokens, dim=-1).transpose(1, 2)  # [B, W * len(taps), 784]
+
+
+class Lite0GridTokens(IqaBackbone):
+    """EfficientNet-Lite0's five feature maps resampled to 28 x 28 and concatenated."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        self.trunk = create_lite0(pretrained=pretrained, features_only=True)
+        self.out_channels = sum(self.trunk.feature_info.channels())
+        self.model_id = f"lite:effnet-lite0-grid{GRID}:{fingerprint_module(self)}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grids = [_to_grid(feature) for feature in self.trunk(x)]  # 5 x [B, C_i, 28, 28]
+        return torch.cat(grids, dim=1).flatten(2)  # [B, 512, 784]
+
+
+def create_iqa_backbone(profile: str = "lite", pretrained: bool = True,
+                        device: str | torch.device = "cpu",
+                        checkpoint: str | os.PathLike | None = None) -> IqaBackbone:
+    """Build the IQA backbone of a weight profile (trainable, eval mode).
+
+    `pretrained=False` builds the architecture with random weights and never downloads.
+    `checkpoint` (`full` only) is a local copy of the ViT-B/8 weights: timm's `.safetensors`
+    / `.pth` state dict or the original augreg `.npz`.
+    """
+    if profile not in PROFILES:
+        raise AgiqaError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
+    if checkpoint is not None and profile != "full":
+        raise AgiqaError(f"checkpoint= is read by profile 'full' only, not {profile!r}.")
+    if profile == "full":
+        backbone = _create_full(pretrained, checkpoint)
+    elif profile == "lite":
+        backbone = Lite0GridTokens(pretrained=pretrained)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            vit = timm.models.VisionTransformer(**TINY_VIT)
+        backbone = VitBlockTokens(vit, TINY_TAPS, model_id="")
+        backbone.model_id = f"tiny:vit-tokens:seed{TINY_SEED}:{fingerprint_module(backbone)}"
+    return backbone.to(device).eval()
+
+
+def _create_full(pretrained: bool, checkpoint: str | os.PathLike | None) -> VitBlockTokens:
+    """ViT-B/8 from timm (hub weights, a local file, or random) cut after block 9."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise AgiqaError(f"checkpoint {path} does not exist: pass the {FULL_VIT} weights "
+                             "(model.safetensors from the timm hub repo, or the augreg .npz).")
+        vit = timm.create_model(FULL_VIT, pretrained=False, weight_init="skip")  # all overwritten
+        _load_vit_file(vit, path)
+        model_id = f"timm:{FULL_VIT}:sha256-{fingerprint_files([path])}"
+    elif pretrained:
+        try:
+            vit = timm.create_model(FULL_VIT, pretrained=True, weight_init="skip")
+        except DOWNLOAD_ERRORS as err:
+            raise missing_full_weights(
+                f"the timm weights {FULL_VIT!r}",
+                f"fetch them once with `python -c \"import timm; timm.create_model("
+                f"'{FULL_VIT}', pretrained=True)\"`",
+                "pass checkpoint=PATH (its model.safetensors or the original augreg .npz)") from err
+        model_id = f"timm:{FULL_VIT}"
+    else:
+        vit = timm.create_model(FULL_VIT, pretrained=False)
+        model_id = f"random:{FULL_VIT}:{os.urandom(6).hex()}"  # unseeded: never reuse its features
+    return VitBlockTokens(vit, FULL_TAPS, f"{model_id}:blocks{'-'.join(map(str, FULL_TAPS))}")
+
+
+def _load_vit_file(vit: nn.Module, path: Path) -> None:
+    """Load a local ViT checkpoint strictly, or say that the file holds something else."""
+    try:
+        if path.suffix == ".npz":
+            vit.load_pretrained(str(path))
+        else:
+            timm.models.load_checkpoint(vit, str(path), strict=True, weights_only=True)
+    except CHECKPOINT_ERRORS as err:
+        raise AgiqaError(f"checkpoint {path} does not hold {FULL_VIT} weights ({err}).") from err
+
+
+def _to_grid(feature: torch.Tensor) -> torch.Tensor:
+    """Resample a feature map to GRID x GRID: area-average down, bilinear up."""
+    if feature.shape[-1] >= GRID:
+        return F.adaptive_avg_pool2d(feature, GRID)
+    return F.interpolate(feature, size=(GRID, GRID), mode="bilinear", align_corners=False)
+
+
+def _to_rgb(image):
+    """Convert a PIL image to RGB (grayscale / RGBA inputs)."""
+    return image.convert("RGB")

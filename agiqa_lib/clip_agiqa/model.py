@@ -1,0 +1,305 @@
+"""CLIP-AGIQA (Tang et al., ICPR 2024) as the released code builds it.
+
+Both CLIP encoders are frozen. A CoOp prompt learner holds 16 context vectors (random
+N(0, 0.02), shared by all classes unless `class_specific_context`) that replace the "X"
+placeholders of "X X ... X {class}." for the six quality words. The L2-normalised image
+feature and the six L2-normalised text features are concatenated (7 x D) and regressed to
+the MOS by Dropout -> Linear(7D, 512) -> ReLU -> Dropout -> Linear(512, 1).
+
+Because the text features do not depend on the image, at test time the model is an MLP on
+the image feature whose first-layer bias is shifted by the (learned) text features; the
+image-only control (`use_text=False`) drops them to test whether the prompts matter.
+
+Reference: wzczc/CLIP-AGIQA, trainers/clip_agiqa.py (CustomCLIP, PromptLearner). Its
+ViT-B/16 config also lists CTX_INIT "a photo of a"; the README's command (`end 16 1 False`)
+and the paper use 16 random context vectors, which is what we build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from agiqa_lib.clip_agiqa.binning import QUALITY_CLASSES
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import load_tensors, save_tensors
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class ClipAgiqaConfig:
+    """Architecture of CLIP-AGIQA's trainable part (the CLIP itself is named separately)."""
+
+    class_names: tuple[str, ...] = QUALITY_CLASSES
+    n_ctx: int = 16
+    class_specific_context: bool = False
+    ctx_init_std: float = 0.02
+    use_text: bool = True  # False: the image-only control (same head, no text features)
+    hidden_dim: int = 512
+    dropout: float = 0.5
+    frozen_precision: str = "fp32"  # dtype of the frozen encoders: fp32 | fp16 | bf16
+
+    def __post_init__(self) -> None:
+        self.class_names = tuple(self.class_names)
+        if self.frozen_precision not in PRECISIONS:
+            raise AgiqaError(f"frozen_precision={self.frozen_precision!r} is not one of "
+                             f"{sorted(PRECISIONS)}")
+        if self.n_ctx < 1:
+            raise AgiqaError(f"n_ctx must be >= 1, got {self.n_ctx}")
+
+
+class PromptLearner(nn.Module):
+    """CoOp context vectors inserted after the start token of "X X ... X {class}."."""
+
+    def __init__(self, text_tower: Any, class_names: tuple[str, ...], n_ctx: int = 16,
+                 class_specific: bool = False, init_std: float = 0.02) -> None:
+        super().__init__()
+        ids = text_tower.placeholder_prompts(class_names, n_ctx)  # [n_cls, L], checked
+        if getattr(text_tower, "kind", None) == "hf":
+            # A Hugging Face tower masks padding, so dropping the all-padding tail is exact
+            # (and ~4x cheaper per step: 20 of 77 positions are used).
+            pad = text_tower.model.text.config.pad_token_id
+            ids = ids[:, :int((ids != pad).any(dim=0).nonzero().max()) + 1]
+        with torch.no_grad():
+            embeds = text_tower.token_embedding(ids)  # [n_cls, L, W]
+        shape = (len(class_names), n_ctx, text_tower.width) if class_specific else (n_ctx, text_tower.width)
+        self.ctx = nn.Parameter(torch.empty(shape, dtype=torch.float32).normal_(std=init_std))
+        # Rebuilt from the class names on load, so not part of the state dict.
+        self.register_buffer("token_prefix", embeds[:, :1].clone(), persistent=False)  # start token
+        self.register_buffer("token_suffix", embeds[:, 1 + n_ctx:].clone(), persistent=False)  # class, ".", end
+        self.register_buffer("tokenized_prompts", ids.clone(), persistent=False)
+        self.class_names = tuple(class_names)
+        self.n_ctx = n_ctx
+
+    def forward(self) -> torch.Tensor:
+        """Prompt token embeddings [n_cls, L, W] with the context in place of the X's."""
+        n_cls = self.token_prefix.shape[0]
+        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
+        ctx = ctx.to(self.token_prefix.dtype)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+
+
+def regression_head(in_dim: int, hidden_dim: int = 512, dropout: float = 0.5) -> nn.Sequential:
+    """The released regressor: Dropout -> Linear -> ReLU -> Dropout -> Linear(., 1)."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
+                         nn.Dropout(dropout), nn.Linear(hidden_dim, 1))
+
+
+class ClipAgiqa(nn.Module):
+    """Frozen CLIP + learnable prompts + regression head; predicts the raw MOS."""
+
+    def __init__(self, clip_model: nn.Module, text_tower: Any, embed_dim: int,
+                 config: ClipAgiqaConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ClipAgiqaConfig()
+        self.clip = clip_model.requires_grad_(False).eval()
+        self.text_tower = text_tower
+        self.embed_dim = embed_dim
+        self.prompt_learner = (PromptLearner(text_tower, config.class_names, config.n_ctx,
+                                             config.class_specific_context, config.ctx_init_std)
+                               if config.use_text else None)
+        n_text = len(config.class_names) if config.use_text else 0
+        self.regression = regression_head((1 + n_text) * embed_dim, config.hidden_dim, config.dropout)
+        self.set_frozen_precision(config.frozen_precision)
+
+    def set_frozen_precision(self, precision: str) -> None:
+        """Cast the frozen encoders (and the fixed prompt tokens) to fp32, fp16 or bf16.
+
+        The CLIP is shared with its bundle (and any other model built on it), so they follow.
+        """
+        dtype = PRECISIONS[precision]
+        self.clip.to(dtype)
+        if self.prompt_learner is not None:
+            self.prompt_learner.token_prefix = self.prompt_learner.token_prefix.to(dtype)
+            self.prompt_learner.token_suffix = self.prompt_learner.token_suffix.to(dtype)
+        self.config.frozen_precision = precision
+
+    @property
+    def frozen_dtype(self) -> torch.dtype:
+        return PRECISIONS[self.config.frozen_precision]
+
+    def train(self, mode: bool = True) -> ClipAgiqa:
+        """Train mode for the trainable parts only: the frozen CLIP always stays in eval mode."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen CLIP image features [B, D] (not normalised, fp32): what the cache stores."""
+        return self.clip.encode_image(images.to(self.frozen_dtype)).float()
+
+    def text_features(self) -> torch.Tensor | None:
+        """L2-normalised text features of the learned prompts [n_cls, D] (None if no text)."""
+        if self.prompt_learner is None:
+            return None
+        prompts = self.prompt_learner()
+        feats = self.text_tower.encode_with_embeddings(prompts, self.prompt_learner.tokenized_prompts)
+        return F.normalize(feats.float(), dim=-1)
+
+    def score_features(self, image_features: torch.Tensor,
+                       text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted MOS [B] from image features [B, D]; text features recomputed unless given."""
+        x = F.normalize(image_features.float(), dim=-1)  # [B, D]
+        if self.prompt_learner is not None:
+            text = self.text_features() if text_features is None else text_features  # [n_cls, D]
+            x = torch.cat([x.unsqueeze(1), text.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+            x = x.flatten(1)  # [B, (1 + n_cls) * D]
+        return self.regression(x).squeeze(-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted MOS [B] from preprocessed images [B, 3, H, W]."""
+        return self.score_features(self.encode_image(images))
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what training changes: the context vectors and the head."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load context + head weights; every trainable tensor must be present with its shape."""
+        own = dict((n, p) for n, p in self.named_parameters() if p.requires_grad)
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise AgiqaError(f"checkpoint does not match this CLIP-AGIQA model (missing "
+                             f"{missing}, unexpected {unexpected}); was it trained with another "
+                             "config or profile?")
+        with torch.no_grad():
+            for name, param in own.items():
+                if state[name].shape != param.shape:
+                    raise AgiqaError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}"
+                                     f", the model expects {tuple(param.shape)}")
+                param.copy_(state[name])
+
+
+def create_clip_agiqa(profile: str = "lite", config: ClipAgiqaConfig | None = None,
+                      bundle: Any = None, device: str = "cpu", **clip_kwargs: Any) -> ClipAgiqa:
+    """Build CLIP-AGIQA on a CLIP profile (full / lite / tiny); reuse `bundle` when given.
+
+    `clip_kwargs` go to `create_clip` (arch, pretrained, checkpoint) and are remembered so a
+    saved checkpoint can rebuild the same CLIP.
+    """
+    from agiqa_lib.backbones.clip import create_clip
+    from agiqa_lib.backbones.text_tower import TextTower
+
+    if bundle is None:
+        bundle = create_clip(profile, device=device, **clip_kwargs)
+    model = ClipAgiqa(bundle.model, TextTower(bundle.model), bundle.embed_dim, config)
+    model.bundle = bundle
+    model.clip_kwargs = {"profile": bundle.profile, **clip_kwargs}
+    return model.to(device)
+
+
+def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
+                    extra_metadata: dict[str, Any] | None = None) -> Path:
+    """Save the trainable weights + everything `load_scorer` needs, as safetensors (atomic)."""
+    bundle = getattr(model, "bundle", None)
+    metadata = {
+        "agiqa_model": "clip_agiqa",  # the image-only control is config use_text=False
+        "profile": str(getattr(bundle, "profile", "")),
+        "config": json.dumps(asdict(model.config)),
+        "clip_kwargs": json.dumps(getattr(model, "clip_kwargs", {})),
+        "clip_model_id": str(getattr(bundle, "model_id", "")),
+        "extra": json.dumps(extra_metadata or {}, default=str),
+    }
+    save_tensors(path, model.trainable_state_dict(), metadata=metadata)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu", bundle: Any = None) -> ClipAgiqa:
+    """Rebuild a CLIP-AGIQA model from `save_checkpoint`'s file (warns if the CLIP differs)."""
+    from agiqa_lib.scoring import checkpoint_metadata
+
+    meta = checkpoint_metadata(path)
+    if meta.get("agiqa_model") != "clip_agiqa":
+        raise AgiqaError(f"{path} holds agiqa_model={meta.get('agiqa_model')!r}, not a CLIP-AGIQA "
+                         "checkpoint saved by notebook 02")
+    config = ClipAgiqaConfig(**json.loads(meta["config"]))
+    clip_kwargs = json.loads(meta.get("clip_kwargs", "{}"))
+    profile = clip_kwargs.pop("profile", meta.get("profile", "lite"))
+    model = create_clip_agiqa(profile, config, bundle=bundle, device=device, **clip_kwargs)
+    if meta.get("clip_model_id") and model.bundle.model_id != meta["clip_model_id"]:
+        warnings.warn(f"{path} was trained on a CLIP whose weights differ from the one built now "
+                      f"({meta['clip_model_id']} then, {model.bundle.model_id} now); scores may not "
+                      "match the training run",
+                      RuntimeWarning, stacklevel=2)
+    model.load_trainable_state_dict(load_tensors(path))
+    return model.to(device).eval()
+
+
+@dataclass
+class ClipAgiqaScorer:
+    """Scores PIL images with a trained CLIP-AGIQA (test-time preprocessing: resize + crop)."""
+
+    model: ClipAgiqa
+    device: str = "cpu"
+    _text: torch.Tensor | None = field(default=None, repr=False)
+
+    @torch.no_grad()
+    def score_images(self, images: list[Image.Image]) -> np.ndarray:
+        """One predicted MOS per image."""
+        self.model.eval()
+        if self._text is None and self.model.prompt_learner is not None:
+            self._text = self.model.text_features()
+        preprocess = self.model.bundle.preprocess_val
+        batch = torch.stack([preprocess(img.convert("RGB")) for img in images]).to(self.device)
+        feats = self.model.encode_image(batch)
+        return self.model.score_features(feats, self._text).cpu().numpy().astype(float)
+
+
+def load_scorer(checkpoint_path: str | os.PathLike, device: str = "cpu") -> ClipAgiqaScorer:
+    """The `agiqa score` entry point for checkpoints saved by notebook 02."""
+    return ClipAgiqaScorer(load_checkpoint(checkpoint_path, device=device), device=device)
+
+
+@torch.no_grad()
+def nearest_tokens(model: ClipAgiqa, k: int = 3) -> pd.DataFrame:
+    """The k vocabulary tokens nearest (Euclidean, as CoOp's interpret_prompt) to each learned
+    context vector: a rough reading of what the prompts encode (one row per vector)."""
+    if model.prompt_learner is None:
+        raise AgiqaError("the image-only control has no prompts to interpret")
+    tower = model.text_tower
+    vocab = (tower.model.text.config.vocab_size if getattr(tower, "kind", None) == "hf"
+             else tower.model.vocab_size)
+    table = tower.token_embedding(torch.arange(vocab, device=model.prompt_learner.ctx.device)).float()
+    ctx = model.prompt_learner.ctx.float()
+    ctx = ctx.unsqueeze(0) if ctx.dim() == 2 else ctx  # [n_cls or 1, n_ctx, W]
+    decode = _token_decoder(tower)
+    rows = []
+    for c, class_ctx in enumerate(ctx):
+        dist = torch.cdist(class_ctx, table)  # [n_ctx, vocab]
+        values, ids = dist.topk(k, largest=False)
+        for i in range(class_ctx.shape[0]):
+            rows.append({"context": "shared" if ctx.shape[0] == 1 else model.config.class_names[c],
+                         "position": i + 1,
+                         "nearest": ", ".join(decode(int(t)) for t in ids[i]),
+                         "distance": round(float(values[i, 0]), 4)})
+    return pd.DataFrame(rows)
+
+
+def _token_decoder(tower: Any):
+    """id -> readable token for open_clip's HF and OpenAI (BPE) tokenizers."""
+    inner = getattr(tower.tokenizer, "tokenizer", None)
+    if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
+        return lambda i: inner.convert_ids_to_tokens(i)
+    decoder = getattr(tower.tokenizer, "decoder", None)
+    if decoder is not None:
+        return lambda i: decoder.get(i, f"<{i}>").replace("</w>", "")
+    return str
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameter counts (the prompts + head vs the CLIP encoders)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}

@@ -1,0 +1,370 @@
+"""Training CLIP-AGIQA (and its image-only control) with the released recipe.
+
+SGD (lr 0.002, momentum 0.9, weight decay 5e-4), batch 32 (last partial batch dropped, as
+Dassl's train loader), cosine schedule over E epochs after one warm-up epoch at a constant
+1e-5 (Dassl's ConstantWarmupScheduler; the rate changes once per epoch), MSE on the raw MOS.
+
+The CLIP encoders are frozen, so an image's feature depends only on its pixels after
+augmentation: `CachedFeatureBatches` trains from features cached for K augmented views per
+image (one view drawn per image per epoch) and evaluates on the fixed test view, while the
+text features are recomputed at every step through the prompt learner. `ImageBatches` is the
+uncached path (augment + encode every step) for the benchmark and for `full` runs.
+
+Selection rules: `best_on_test` picks the epoch with the best test SRCC (what the released
+code reports: Dassl's "best_val" falls back to the test set when there is no val set),
+`last` takes the final epoch, `best_on_val` picks the best epoch on a validation part (the
+split's own, or one carved from train, seeded) without looking at the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+from tqdm.auto import tqdm
+
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import load_tensors, open_rgb, save_tensors
+
+SELECTION_RULES = ("best_on_test", "last", "best_on_val")
+
+
+@dataclass
+class TrainConfig:
+    """The released optimisation recipe (defaults) plus seeds and checkpointing."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    seed: int = 0
+    checkpoint_every: int = 5  # epochs between resumable training-state saves
+
+
+def lr_at_epoch(epoch: int, config: TrainConfig) -> float:
+    """Learning rate of a (0-based) epoch: constant warm-up, then cosine from `lr` over E epochs."""
+    if epoch < config.warmup_epochs:
+        return config.warmup_lr
+    step = epoch - config.warmup_epochs
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * step / config.epochs))
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+class CachedFeatureBatches:
+    """Training batches from cached features: per epoch, one of K augmented views per image."""
+
+    def __init__(self, views: torch.Tensor, mos: Sequence[float], batch_size: int = 32,
+                 seed: int = 0) -> None:
+        if views.dim() == 2:
+            views = views.unsqueeze(0)  # a single (e.g. un-augmented) view
+        if views.shape[1] != len(mos):
+            raise ValueError(f"features have {views.shape[1]} images but mos has {len(mos)}")
+        self.views = views  # [K, N, D]
+        self.mos = torch.as_tensor(np.asarray(mos, dtype=np.float32))
+        self.batch_size, self.seed = batch_size, seed
+
+    def __len__(self) -> int:
+        n = self.mos.shape[0]
+        return n // self.batch_size if n >= self.batch_size else 1
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (image features [B, D], mos [B]) in a shuffled order fixed by (seed, epoch)."""
+        gen = _epoch_generator(self.seed, epoch)
+        n, k = self.mos.shape[0], self.views.shape[0]
+        order = torch.randperm(n, generator=gen)
+        view = torch.randint(k, (n,), generator=gen)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.views[view[idx], idx].float(), self.mos[idx]
+
+
+class ImageBatches:
+    """End-to-end batches: load, augment and encode the images at every step (no cache)."""
+
+    def __init__(self, paths: Sequence[str], mos: Sequence[float], transform: Callable,
+                 encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 32,
+                 seed: int = 0, num_workers: int = 0) -> None:
+        self.dataset = _ImageDataset(list(paths), np.asarray(mos, dtype=np.float32), transform)
+        self.encode, self.batch_size = encode, batch_size
+        self.seed, self.num_workers = seed, num_workers
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if n >= self.batch_size else 1
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (image features [B, D], mos [B]); augmentation randomness seeded per epoch."""
+        torch.manual_seed(self.seed * 100_003 + epoch + 1)  # transforms draw from the global RNG
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=True,
+            drop_last=len(self.dataset) >= self.batch_size, num_workers=self.num_workers,
+            generator=_epoch_generator(self.seed, epoch))
+        for images, mos in loader:
+            yield self.encode(images), mos
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], mos: np.ndarray, transform: Callable) -> None:
+        self.paths, self.mos, self.transform = paths, mos, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, float]:
+        return self.transform(open_rgb(self.paths[i])), float(self.mos[i])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image_features: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Predicted MOS for cached image features [N, D] (eval mode; text features computed once)."""
+    model.eval()
+    text = model.text_features()
+    out = [model.score_features(image_features[i:i + batch_size].float(), text)
+           for i in range(0, image_features.shape[0], batch_size)]
+    return torch.cat(out).cpu().numpy().astype(float) if out else np.zeros(0)
+
+
+@dataclass
+class EvalSet:
+    """Fixed-view features and MOS of a part used to monitor training (test or val)."""
+
+    features: torch.Tensor
+    mos: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch history and the trainable weights chosen by each selection rule."""
+
+    history: pd.DataFrame
+    states: dict[str, dict[str, torch.Tensor]]
+    best_epochs: dict[str, int] = field(default_factory=dict)
+
+
+def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatches,
+                     eval_sets: dict[str, EvalSet], config: TrainConfig | None = None,
+                     checkpoint_path: str | os.PathLike | None = None,
+                     progress: bool = True, desc: str = "train CLIP-AGIQA") -> TrainResult:
+    """Train the context + head with MSE on the MOS; evaluate every epoch on `eval_sets`.
+
+    Keeps the weights of the last epoch and of the best-SRCC epoch on each eval set
+    (`best_on_<name>`). With `checkpoint_path`, the training state is saved every
+    `config.checkpoint_every` epochs (atomically) and a rerun resumes from it.
+    """
+    config = config or TrainConfig()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    state = _TrainingState(model, optimizer, list(eval_sets))
+    start = state.restore(checkpoint_path, config) if checkpoint_path else 0
+    bar = tqdm(range(start, config.epochs), desc=desc, unit="epoch",
+               disable=not progress, initial=start, total=config.epochs)
+    for epoch in bar:
+        lr = lr_at_epoch(epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = _train_one_epoch(model, batches, optimizer, epoch, config.seed)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss}
+        for name, part in eval_sets.items():
+            pred = predict(model, part.features)
+            row[f"{name}_srcc"] = _srcc(pred, part.mos)
+            row[f"{name}_plcc"] = _plcc(pred, part.mos)
+            row[f"{name}_mse"] = float(np.mean((pred - part.mos) ** 2))
+        state.record(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("srcc") or k == "train_loss"})
+        done = epoch + 1 == config.epochs
+        if checkpoint_path and ((epoch + 1) % config.checkpoint_every == 0 or done):
+            state.save(checkpoint_path, config)
+    return state.result()
+
+
+def _train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
+                     epoch: int, seed: int) -> float:
+    torch.manual_seed(seed * 100_003 + epoch)  # dropout masks: reproducible on resume
+    model.train()
+    losses = []
+    for features, mos in batches.epoch(epoch):
+        loss = nn.functional.mse_loss(model.score_features(features), mos.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def _srcc(pred: np.ndarray, mos: np.ndarray) -> float:
+    return float(stats.spearmanr(pred, mos)[0]) if np.std(pred) > 0 else float("nan")
+
+
+def _plcc(pred: np.ndarray, mos: np.ndarray) -> float:
+    return float(stats.pearsonr(pred, mos)[0]) if np.std(pred) > 0 else float("nan")
+
+
+class _TrainingState:
+    """History, best snapshots and optimizer momentum; saved/restored as one safetensors file."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.SGD, eval_names: list[str]) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.rows: list[dict[str, float]] = []
+        self.best: dict[str, tuple[int, float]] = {}
+        self.snapshots: dict[str, dict[str, torch.Tensor]] = {}
+        self.eval_names = eval_names
+
+    def record(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        for name in self.eval_names:
+            score = row[f"{name}_srcc"]
+            rule = f"best_on_{name}"
+            if not math.isnan(score) and (rule not in self.best or score > self.best[rule][1]):
+                self.best[rule] = (int(row["epoch"]), score)
+                self.snapshots[rule] = {k: v.clone() for k, v in self._trainable().items()}
+
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def result(self) -> TrainResult:
+        states = dict(self.snapshots)
+        states["last"] = {k: v.clone() for k, v in self._trainable().items()}
+        best_epochs = {rule: epoch for rule, (epoch, _) in self.best.items()}
+        best_epochs["last"] = int(self.rows[-1]["epoch"]) if self.rows else 0
+        return TrainResult(pd.DataFrame(self.rows), states, best_epochs)
+
+    def save(self, path: str | os.PathLike, config: TrainConfig) -> None:
+        tensors = {f"model/{k}": v for k, v in self._trainable().items()}
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for p, st in self.optimizer.state.items():
+            if "momentum_buffer" in st and st["momentum_buffer"] is not None:
+                tensors[f"momentum/{names[id(p)]}"] = st["momentum_buffer"]
+        for rule, snap in self.snapshots.items():
+            tensors.update({f"{rule}/{k}": v for k, v in snap.items()})
+        meta = {"config": json.dumps(asdict(config)), "rows": json.dumps(self.rows),
+                "best": json.dumps(self.best)}
+        save_tensors(path, tensors, metadata=meta)
+
+    def restore(self, path: str | os.PathLike, config: TrainConfig) -> int:
+        """Load a saved state (same config only); return the epoch to continue from."""
+        path = Path(path)
+        if not path.is_file():
+            return 0
+        from agiqa_lib.scoring import checkpoint_metadata
+
+        meta = checkpoint_metadata(path)
+        if json.loads(meta["config"]) != asdict(config):
+            raise AgiqaError(f"training checkpoint {path} was written with another training "
+                             "config; delete it or pick another checkpoint path")
+        tensors = load_tensors(path)
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for key, value in tensors.items():
+                group, name = key.split("/", 1)
+                if group == "model":
+                    params[name].copy_(value)
+                elif group == "momentum":
+                    self.optimizer.state[params[name]]["momentum_buffer"] = value.clone()
+                else:
+                    self.snapshots.setdefault(group, {})[name] = value
+        self.rows = json.loads(meta["rows"])
+        self.best = {k: tuple(v) for k, v in json.loads(meta["best"]).items()}
+        return len(self.rows)
+
+
+@dataclass
+class ClipFeatures:
+    """Frozen-CLIP image features of every row: the fixed test view and K augmented views."""
+
+    test: torch.Tensor  # [N, D]
+    augmented: torch.Tensor | None = None  # [K, N, D]
+
+    @classmethod
+    def from_views(cls, views: dict[str, torch.Tensor]) -> ClipFeatures:
+        """From `features.clip_image_features` output ({"test": ..., "aug0": ..., ...})."""
+        aug = sorted((k for k in views if k.startswith("aug")), key=lambda k: int(k[3:]))
+        return cls(views["test"], torch.stack([views[k] for k in aug]) if aug else None)
+
+    def training_views(self, rows: np.ndarray) -> torch.Tensor:
+        """[K, n, D] augmented views of `rows` (the test view when none were cached)."""
+        source = self.augmented if self.augmented is not None else self.test.unsqueeze(0)
+        return source[:, torch.as_tensor(rows)]
+
+
+@dataclass
+class SelectionRun:
+    """Test predictions under each selection rule, with the histories of the runs behind them."""
+
+    predictions: dict[str, np.ndarray]
+    best_epochs: dict[str, int]
+    histories: dict[str, pd.DataFrame]
+    states: dict[str, dict[str, torch.Tensor]]
+
+
+def carve_validation(train_rows: np.ndarray, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split train row indices into (train, val), seeded; val gets `fraction` of them."""
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(np.asarray(train_rows))
+    n_val = max(1, int(round(fraction * len(shuffled))))
+    return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+
+
+def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatures,
+                        mos: Sequence[float], split: pd.Series, config: TrainConfig | None = None,
+                        rules: Sequence[str] = SELECTION_RULES, val_fraction: float = 0.1,
+                        checkpoint_dir: str | os.PathLike | None = None,
+                        progress: bool = True) -> SelectionRun:
+    """Train from cached features and predict the test rows under each selection rule.
+
+    A split with its own "val" rows needs one run. Without one (e.g. `clip_agiqa`), one run on
+    all train rows gives `best_on_test` and `last`, and a second run on train minus a carved
+    val part (`val_fraction`, seeded) gives `best_on_val`. `make_model` builds a fresh model.
+    """
+    config = config or TrainConfig()
+    unknown = sorted(set(rules) - set(SELECTION_RULES))
+    if unknown:
+        raise AgiqaError(f"unknown selection rules {unknown}; use {SELECTION_RULES}")
+    parts = np.asarray(split)
+    train, test, val = (np.flatnonzero(parts == p) for p in ("train", "test", "val"))
+    if len(train) == 0 or len(test) == 0:
+        raise AgiqaError("the split has no train or no test rows; check the protocol")
+    mos = np.asarray(mos, dtype=float)
+    runs: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+    if len(val):
+        runs["train"] = (train, {"test": test, "val": val})
+    else:
+        if {"best_on_test", "last"} & set(rules):
+            runs["train"] = (train, {"test": test})
+        if "best_on_val" in rules:
+            fit_rows, val_rows = carve_validation(train, val_fraction, config.seed)
+            runs["train_minus_val"] = (fit_rows, {"val": val_rows, "test": test})
+    out = SelectionRun({}, {}, {}, {})
+    for run_name, (fit_rows, eval_rows) in runs.items():
+        torch.manual_seed(config.seed)  # context and head initialisation
+        model = make_model()
+        batches = CachedFeatureBatches(features.training_views(fit_rows), mos[fit_rows],
+                                       config.batch_size, config.seed)
+        eval_sets = {name: EvalSet(features.test[torch.as_tensor(rows)], mos[rows])
+                     for name, rows in eval_rows.items()}
+        ckpt = Path(checkpoint_dir) / f"{run_name}.safetensors" if checkpoint_dir else None
+        desc = f"train {'CLIP-AGIQA' if getattr(model, 'prompt_learner', None) else 'image-only'} ({run_name})"
+        result = train_clip_agiqa(model, batches, eval_sets, config, ckpt, progress, desc)
+        out.histories[run_name] = result.history
+        for rule in rules:
+            if rule in result.states and rule not in out.predictions:
+                model.load_trainable_state_dict(result.states[rule])
+                out.predictions[rule] = predict(model, eval_sets["test"].features)
+                out.best_epochs[rule] = result.best_epochs[rule]
+                out.states[rule] = result.states[rule]
+    return out

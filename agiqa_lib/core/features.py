@@ -1,0 +1,256 @@
+"""Frozen image features extracted once into the resumable cache (`agiqa_lib.core.cache`).
+
+`extract_features` runs any image encoder over a list of files in batches and stores the result
+shard by shard; `clip_image_features` (CLIP-AGIQA: a fixed test view plus K augmented views)
+and `backbone_tokens` (MANIQA's frozen backbone tokens) build on it. Augmented view k of image
+i is reproducible: its random transform is seeded from (seed, view, i), so a resumed run gives
+the same features as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from agiqa_lib.core.cache import CacheKey, CorruptCacheError, FeatureStore, file_list_hash
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import open_rgb
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[Image.Image], torch.Tensor]
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def describe_transform(transform: object) -> str:
+    """Stable text description of a transform for cache keys: its repr without memory addresses."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+
+
+def item_seed(seed: int, view: str, index: int) -> int:
+    """Seed of the random transform of image `index` in augmented view `view`."""
+    digest = hashlib.sha256(f"{seed}:{view}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed python, numpy and torch for one transform call, then restore the caller's RNG state."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class _ImageFiles(Dataset):
+    """Loads and transforms images by index; errors travel back as text so they name the file."""
+
+    def __init__(self, paths: Sequence[str], transform: Transform, seed: int | None, view: str):
+        self.paths, self.transform, self.seed, self.view = list(paths), transform, seed, view
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        path = self.paths[index]
+        try:
+            image = open_rgb(path)
+        except AgiqaError as err:  # reported by the main process, naming the file
+            return index, None, str(err)
+        if self.seed is None:
+            return index, self.transform(image), ""
+        with _seeded(item_seed(self.seed, self.view, index)):
+            return index, self.transform(image), ""
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str]]):
+    errors = [error for _, _, error in items if error]
+    if errors:
+        return None, None, errors
+    indices = torch.tensor([index for index, _, _ in items])
+    return indices, torch.stack([tensor for _, tensor, _ in items]), []
+
+
+@dataclass
+class ExtractStats:
+    """What one extraction call did: images computed (the rest came from the cache) and time."""
+
+    path: Path
+    n_total: int
+    n_computed: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Throughput of the images computed in this call (loading, transform, encoder, write)."""
+        return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def open_store(paths: Sequence[str], key: CacheKey, fp16: bool = False,
+               shard_size: int = 512) -> FeatureStore:
+    """The cache entry for these files and key (hashes the file list; nothing is computed)."""
+    return FeatureStore(key, len(paths), file_list_hash(paths),
+                        dtype=torch.float16 if fp16 else torch.float32, shard_size=shard_size)
+
+
+def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, transform: Transform,
+               batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu",
+               progress: bool = True) -> ExtractStats:
+    """Compute the missing shards of `store` (the features of `paths`) and write each atomically."""
+    if batch_size < 1:
+        raise AgiqaError(f"batch_size must be a positive integer, got {batch_size}.")
+    start = time.perf_counter()
+    computed = 0
+    with store.writing():
+        missing = store.missing_shards()
+        # Batches never straddle shards, so each shard is written as soon as it is complete.
+        # The loader gets its own generator: whether the cache was warm must not change the
+        # caller's random stream (random views are seeded per image instead).
+        batches = []
+        for shard in missing:
+            rows = list(store.shard_rows(shard))
+            batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        total = sum(len(batch) for batch in batches)
+        if total:
+            loader = DataLoader(_ImageFiles(paths, transform, store.key.seed, store.key.view),
+                                batch_sampler=batches, num_workers=num_workers,
+                                collate_fn=_collate, generator=torch.Generator(),
+                                pin_memory=torch.device(device).type == "cuda")
+            shards = iter(missing)
+            shard, parts, filled = next(shards), [], 0
+            with tqdm(total=total, unit="img", desc=f"features {store.key.view}",
+                      disable=not progress) as bar, torch.inference_mode():
+                for indices, images, errors in loader:
+                    if errors:
+                        raise AgiqaError(errors[0])
+                    features = encode(images.to(device, non_blocking=True))
+                    parts.append(features.to("cpu", store.dtype))
+                    filled += len(indices)
+                    computed += len(indices)
+                    bar.update(len(indices))
+                    if filled == len(store.shard_rows(shard)):
+                        store.write_shard(shard, torch.cat(parts))
+                        shard, parts, filled = next(shards, None), [], 0
+    stats = ExtractStats(store.path, store.n, computed, time.perf_counter() - start)
+    if computed:
+        log.info("extracted %d of %d images in %.1f s (%.1f images/s) into %s", computed,
+                 store.n, stats.seconds, stats.images_per_s, store.path)
+    return stats
+
+
+def extract_features(paths: Sequence[str], encode: Encoder, transform: Transform, key: CacheKey,
+                     batch_size: int = 32, fp16: bool = False, num_workers: int = 0,
+                     shard_size: int = 512, progress: bool = True,
+                     device: str | torch.device = "cpu") -> torch.Tensor:
+    """Features [N, ...] of the images `paths`, computed once into the cache, then read from it.
+
+    `encode` maps a batch [B, 3, H, W] (already on `device`) to [B, ...]; `fp16` stores (and
+    returns) float16. A killed run resumes at the first missing shard. Unreadable images raise
+    AgiqaError naming the file: nothing is skipped.
+    """
+    store = open_store(paths, key, fp16=fp16, shard_size=shard_size)
+    for _attempt in range(2):
+        fill_store(store, paths, encode, transform, batch_size=batch_size,
+                   num_workers=num_workers, device=device, progress=progress)
+        try:
+            return store.load()
+        except CorruptCacheError as err:
+            log.warning("%s", err)
+    raise AgiqaError(f"feature cache {store.path} is corrupted again right after being rewritten; "
+                     "check the disk, or delete the folder.")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How to compute one cached feature array: its cache key, encoder and image transform."""
+
+    key: CacheKey
+    encode: Encoder
+    transform: Transform
+
+
+def parse_views(views: Sequence[str], n_aug: int = 0) -> list[str]:
+    """View names in order, no repeats: `views` ('test', 'aug<k>') then aug0..aug{n_aug-1}."""
+    names = list(views) + [f"aug{k}" for k in range(n_aug)]
+    for name in names:
+        if name != "test" and not re.fullmatch(r"aug\d+", name):
+            raise AgiqaError(f"unknown view {name!r}: use 'test' or 'aug<k>' (e.g. 'aug0').")
+    return list(dict.fromkeys(names))
+
+
+def clip_view(bundle, dataset: str, view: str = "test", seed: int = 0) -> FeatureSpec:
+    """CLIP `encode_image` features (not normalised) of one view of `bundle` (a ClipBundle).
+
+    View "test" uses `preprocess_val`; "aug<k>" uses `preprocess_train`, seeded per image from
+    (seed, view, index).
+    """
+    (view,) = parse_views([view])
+    test = view == "test"
+    transform = bundle.preprocess_val if test else bundle.preprocess_train
+    key = CacheKey(dataset=dataset, model_id=f"{bundle.model_id}/encode_image",
+                   profile=bundle.profile, transform=describe_transform(transform), view=view,
+                   seed=None if test else seed)
+    model, dtype = bundle.model, bundle.dtype
+    return FeatureSpec(key, lambda x: model.encode_image(x.to(dtype)), transform)
+
+
+def backbone_view(backbone: torch.nn.Module, dataset: str, profile: str) -> FeatureSpec:
+    """Frozen IQA-backbone tokens [C, 784] per image (`backbone.transform(False)`)."""
+    transform = backbone.transform(False)
+    key = CacheKey(dataset=dataset, model_id=backbone.model_id, profile=profile,
+                   transform=describe_transform(transform))
+    return FeatureSpec(key, backbone, transform)
+
+
+def clip_image_features(df: pd.DataFrame, bundle, dataset: str, views: Sequence[str] = ("test",),
+                        n_aug: int = 0, seed: int = 0, batch_size: int = 32, fp16: bool = False,
+                        num_workers: int = 0, shard_size: int = 512,
+                        progress: bool = True) -> dict[str, torch.Tensor]:
+    """Cached CLIP image features of `df.path` per view: {view: [N, embed_dim]}.
+
+    Views are "test" and/or "aug<k>" (`views`, plus aug0..aug{n_aug-1}); see `clip_view`.
+    Runs on the bundle's device.
+    """
+    paths = [str(p) for p in df["path"]]
+    out = {}
+    for view in parse_views(views, n_aug):
+        spec = clip_view(bundle, dataset, view, seed)
+        out[view] = extract_features(paths, spec.encode, spec.transform, spec.key,
+                                     batch_size=batch_size, fp16=fp16, num_workers=num_workers,
+                                     shard_size=shard_size, progress=progress,
+                                     device=bundle.device)
+    return out
+
+
+def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, dataset: str, profile: str,
+                    batch_size: int = 16, fp16: bool = True, num_workers: int = 0,
+                    shard_size: int = 256, progress: bool = True) -> torch.Tensor:
+    """Cached frozen IQA-backbone tokens [N, C, 784] of `df.path` (fp16 storage by default).
+
+    `backbone` is a `models.iqa_backbone.IqaBackbone` in eval mode; runs on its device.
+    """
+    spec = backbone_view(backbone, dataset, profile)
+    device = next(backbone.parameters()).device
+    return extract_features([str(p) for p in df["path"]], spec.encode, spec.transform, spec.key,
+                            batch_size=batch_size, fp16=fp16, num_workers=num_workers,
+                            shard_size=shard_size, progress=progress, device=device)

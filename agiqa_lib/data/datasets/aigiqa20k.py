@@ -1,0 +1,67 @@
+"""AIGIQA-20K (Li et al., 2024; the NTIRE 2024 AIGCQA-30K-Image release).
+
+Official release: `info_train.csv` (or `.xlsx`) and, when present, `info_val` / `info_test`,
+columns `name,prompt,mos` (MOS 0-5); images in `train/`, `val/`, `test/` named
+`{Generator}_{NNNN}.png`. The split a row comes from is kept as `official_split`. A val/test
+sheet without MOS values (labels withheld, as during the challenge) gives NaN MOS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agiqa_lib.data.datasets._common import (check_images, find_file, find_optional, finish,
+                                        numeric_column, read_table, require_columns,
+                                        require_root, resolve_target)
+from agiqa_lib.core.errors import AgiqaError
+
+SPLITS = ["train", "val", "test"]
+TARGETS = {"mos": "mos", "quality": "mos"}
+DEFAULT_TARGET = "mos"
+
+
+def info_candidates(split: str) -> list[str]:
+    """File names the score sheet of one split may have."""
+    return [f"info_{split}.csv", f"info_{split}.xlsx"]
+
+
+def read_split(root: Path, split: str, path: Path) -> pd.DataFrame:
+    """One split's score sheet with `path`, `generator` and `official_split` added."""
+    df = read_table(path)
+    require_columns(df, ["name", "prompt"] + (["mos"] if split == "train" else []), path)
+    df = df.copy()
+    df["name"] = df["name"].astype(str).str.strip()
+    if "mos" in df.columns and (split == "train" or df["mos"].notna().any()):
+        df["mos"] = numeric_column(df, "mos", path, "name")
+    else:
+        df["mos"] = np.nan
+    df["path"] = [str(root / name) if "/" in name else str(root / split / name)
+                  for name in df["name"]]
+    stems = df["name"].map(lambda n: Path(n).stem)
+    df["generator"] = stems.str.replace(r"_\d+$", "", regex=True)
+    df["official_split"] = split
+    return df
+
+
+def load(root: str | Path | None, target: str | None = None,
+         check_files: bool = True) -> pd.DataFrame:
+    """Read the official AIGIQA-20K release (all splits present) into the common frame."""
+    root = require_root(root, "aigiqa20k", "info_train.csv (or .xlsx) and train/")
+    target_column = resolve_target("aigiqa20k", target, TARGETS, DEFAULT_TARGET)
+    parts = [read_split(root, "train", find_file(root, info_candidates("train"), "aigiqa20k",
+                                                 "training score sheet"))]
+    for split in SPLITS[1:]:
+        path = find_optional(root, info_candidates(split))
+        if path is not None:
+            parts.append(read_split(root, split, path))
+    df = pd.concat(parts, ignore_index=True)
+    duplicated = df["name"][df["name"].duplicated()]
+    if len(duplicated):
+        raise AgiqaError(f"image names appear in more than one AIGIQA-20K score sheet under "
+                         f"'{root}' (first: {duplicated.iloc[0]})")
+    if check_files:
+        check_images(df["path"], f"'{root}' (train/, val/, test/)")
+    return finish(df, target_column)

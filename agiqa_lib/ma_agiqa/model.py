@@ -1,0 +1,250 @@
+"""MA-AGIQA: IQA backbone tokens -> MANIQA quality feature f * w -> MoE fusion with MLLM vectors.
+
+Profiles (what differs from the released `full` model is listed here and in
+`PROFILE_MANIQA`):
+
+- ``full``: ViT-B/8 blocks 6-9 (3072 x 28 x 28), fine-tuned end to end with the released
+  MANIQA (TABlocks over 784 tokens, widths 768 / 384, window 4) and fusion (D = 4096).
+- ``lite`` (CPU): frozen EfficientNet-Lite0 tokens (cached), average-pooled from 28 x 28 to
+  14 x 14 (196 tokens, so the quality feature is 196-d); a 1x1 conv to 128 channels precedes
+  stage 1 (full applies TABlocks to the 3072 backbone channels directly); widths 64 / 32,
+  Swin MLP 128, window 2 (same 7 x 7 windows per side as full's window 4 on 28 x 28);
+  D = 384 from the MiniLM stand-in encoder. Depths, heads, TABlock count, residual scale,
+  dropouts and the gate are as released.
+- ``tiny``: random, small, for tests (4 x 4 grid).
+
+Variants: ``maniqa`` (MANIQA alone: sum(f * w) / sum(w), no MLLM) and the fusion variants of
+`models.moe.FUSION_VARIANTS` (``released_gate``, ``softmax_gate``, ``semantic_only``,
+``coherence_only``, ``concat_mlp``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.ma_agiqa.maniqa import Maniqa, ManiqaConfig
+from agiqa_lib.ma_agiqa.moe import FUSION_VARIANTS, FusionConfig, FusionOutput, MoEFusion
+
+PROFILES = ("full", "lite", "tiny")
+VARIANTS = ("maniqa", *FUSION_VARIANTS)
+BACKBONE_GRID = 28  # every IQA backbone profile gives 28 x 28 = 784 tokens
+
+# MANIQA architecture per profile (in_channels comes from the backbone)
+PROFILE_MANIQA: dict[str, dict] = {
+    "full": {},
+    "lite": dict(grid=14, in_proj=128, embed_dim=64, dim_mlp=128, window_size=2),
+    "tiny": dict(grid=4, embed_dim=32, dim_mlp=32, num_heads=(2, 2), window_size=2),
+}
+# MLLM hidden size per profile (LLaMA-2-7B, MiniLM stand-in, tiny random LLaVA)
+SEMANTIC_DIMS = {"full": 4096, "lite": 384, "tiny": 64}
+
+
+@dataclass(frozen=True)
+class MAAGIQAConfig:
+    """Everything needed to rebuild an MA-AGIQA model (stored in checkpoints as JSON)."""
+
+    profile: str
+    variant: str
+    maniqa: ManiqaConfig
+    fusion: FusionConfig | None          # None: MANIQA alone
+    train_backbone: bool                 # full fine-tunes the ViT; lite/tiny freeze it
+    mllm_model_id: str | None = None     # full only: which MLLM made the semantic vectors
+
+    def to_json(self) -> str:
+        """JSON text of this config."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "MAAGIQAConfig":
+        """Inverse of `to_json`."""
+        raw = json.loads(text)
+        m = raw["maniqa"]
+        maniqa = ManiqaConfig(**{**m, "depths": tuple(m["depths"]),
+                                 "num_heads": tuple(m["num_heads"])})
+        fusion = (FusionConfig(**{**raw["fusion"], "questions": tuple(raw["fusion"]["questions"])})
+                  if raw["fusion"] else None)
+        return cls(raw["profile"], raw["variant"], maniqa, fusion, raw["train_backbone"],
+                   raw.get("mllm_model_id"))
+
+
+class MAAGIQA(nn.Module):
+    """IQA backbone + MANIQA + (optional) MoE fusion; `forward` scores images."""
+
+    def __init__(self, cfg: MAAGIQAConfig, backbone: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.maniqa = Maniqa(cfg.maniqa)
+        self.fusion = MoEFusion(cfg.fusion) if cfg.fusion is not None else None
+        self.backbone.requires_grad_(cfg.train_backbone)
+
+    @property
+    def needs_semantic(self) -> bool:
+        """Whether forward needs the MLLM vectors (every variant but MANIQA alone)."""
+        return self.fusion is not None
+
+    def train(self, mode: bool = True) -> "MAAGIQA":
+        """Like nn.Module.train, but a frozen backbone always stays in eval mode."""
+        super().train(mode)
+        if not self.cfg.train_backbone:
+            self.backbone.eval()
+        return self
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone tokens [B, C, grid * grid], average-pooled when MANIQA's grid is coarser."""
+        x = self.backbone(images)  # [B, C, 784]
+        g = self.cfg.maniqa.grid
+        if g != BACKBONE_GRID:
+            x = F.adaptive_avg_pool2d(x.unflatten(2, (BACKBONE_GRID, BACKBONE_GRID)), g)
+            x = x.flatten(2)
+        return x
+
+    def forward_tokens(self, tokens: torch.Tensor,
+                       semantic: torch.Tensor | None = None) -> FusionOutput:
+        """Score from tokens [B, C, N] and semantic vectors [B, 2, D] (unused by MANIQA alone)."""
+        out = self.maniqa(tokens.float())
+        if self.fusion is None:
+            return FusionOutput(out.score, None)
+        if semantic is None:
+            raise AgiqaError(f"variant {self.cfg.variant!r} needs the MLLM semantic vectors")
+        return self.fusion(out.feature, semantic)
+
+    def forward(self, images: torch.Tensor,
+                semantic: torch.Tensor | None = None) -> FusionOutput:
+        """Score images [B, 3, 224, 224] (preprocessed by `backbone.transform`)."""
+        return self.forward_tokens(self.tokens(images), semantic)
+
+
+def ma_agiqa_config(profile: str = "lite", variant: str = "released_gate",
+                    in_channels: int = 3072, semantic_dim: int | None = None,
+                    clean_tablock: bool = False,
+                    mllm_model_id: str | None = None) -> MAAGIQAConfig:
+    """The MAAGIQAConfig of a profile and variant (`in_channels`: the backbone's channels)."""
+    if profile not in PROFILES:
+        raise AgiqaError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if variant not in VARIANTS:
+        raise AgiqaError(f"unknown MA-AGIQA variant {variant!r}; choose one of "
+                         f"{', '.join(VARIANTS)}")
+    maniqa = ManiqaConfig(in_channels=in_channels, clean_tablock=clean_tablock,
+                          **PROFILE_MANIQA[profile])
+    fusion = None
+    if variant != "maniqa":
+        questions, gate = FUSION_VARIANTS[variant]
+        fusion = FusionConfig(feature_dim=maniqa.num_tokens,
+                              semantic_dim=semantic_dim or SEMANTIC_DIMS[profile],
+                              questions=questions, gate=gate, drop=maniqa.drop)
+    return MAAGIQAConfig(profile, variant, maniqa, fusion, train_backbone=profile == "full",
+                         mllm_model_id=mllm_model_id)
+
+
+def create_ma_agiqa(profile: str = "lite", variant: str = "released_gate",
+                    pretrained: bool = True, semantic_dim: int | None = None,
+                    clean_tablock: bool = False, mllm_model_id: str | None = None,
+                    device: str = "cpu") -> MAAGIQA:
+    """Build MA-AGIQA for a weight profile and variant (backbone weights when `pretrained`)."""
+    from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
+
+    backbone = create_iqa_backbone(profile, pretrained=pretrained)
+    cfg = ma_agiqa_config(profile, variant, backbone.out_channels, semantic_dim,
+                          clean_tablock, mllm_model_id)
+    return MAAGIQA(cfg, backbone).to(device)
+
+
+def build_from_config(cfg: MAAGIQAConfig, pretrained: bool = False) -> MAAGIQA:
+    """Rebuild the architecture of `cfg` (random heads; backbone weights when `pretrained`)."""
+    from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
+
+    return MAAGIQA(cfg, create_iqa_backbone(cfg.profile, pretrained=pretrained))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model: MAAGIQA, path: str | os.PathLike,
+                    extra_metadata: dict[str, str] | None = None) -> Path:
+    """Save all weights (backbone included) as safetensors with the config in the metadata."""
+    from agiqa_lib.core.io import save_tensors
+
+    metadata = {"agiqa_model": "ma_agiqa", "profile": model.cfg.profile,
+                "variant": model.cfg.variant, "config": model.cfg.to_json(),
+                **(extra_metadata or {})}
+    # clone: safetensors refuses tensors that share storage
+    tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_tensors(path, tensors, metadata)
+    return Path(path)
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> MAAGIQA:
+    """Rebuild the model saved by `save_checkpoint` (strict: every weight must match)."""
+    from agiqa_lib.core.io import load_tensors
+    from agiqa_lib.scoring import checkpoint_metadata
+
+    meta = checkpoint_metadata(path)
+    if meta.get("agiqa_model") != "ma_agiqa" or "config" not in meta:
+        raise AgiqaError(f"{path} is not an MA-AGIQA checkpoint (metadata agiqa_model="
+                         f"{meta.get('agiqa_model')!r}); pass a file saved by notebook 04")
+    model = build_from_config(MAAGIQAConfig.from_json(meta["config"]), pretrained=False)
+    missing, unexpected = model.load_state_dict(load_tensors(path), strict=False)
+    if missing or unexpected:
+        raise AgiqaError(f"{path} does not match the MA-AGIQA architecture it names "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-save it")
+    return model.to(device).eval()
+
+
+class MAAGIQAScorer:
+    """Scores PIL images with a trained MA-AGIQA: backbone transform + MLLM vectors + model."""
+
+    def __init__(self, model: MAAGIQA, encoder=None, device: str = "cpu", batch_size: int = 8):
+        self.model = model.to(device).eval()
+        self.encoder = encoder
+        self.device = device
+        self.batch_size = batch_size
+        self.transform = model.backbone.transform(False)
+
+    def semantic_vectors(self, images: list[Image.Image]) -> torch.Tensor:
+        """[B, 2, D] MLLM vectors for the two MA-AGIQA questions."""
+        from agiqa_lib.ma_agiqa.semantic import QUESTIONS
+
+        with torch.inference_mode():
+            vectors = [self.encoder.encode(images, QUESTIONS[q]).float().cpu()
+                       for q in ("semantic_content", "coherence")]
+        return torch.stack(vectors, dim=1)
+
+    @torch.inference_mode()
+    def score_images(self, images: list[Image.Image]) -> np.ndarray:
+        """One predicted MOS per image."""
+        scores = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [im.convert("RGB") for im in images[start:start + self.batch_size]]
+            pixels = torch.stack([self.transform(im) for im in batch]).to(self.device)
+            semantic = (self.semantic_vectors(batch).to(self.device)
+                        if self.model.needs_semantic else None)
+            scores.append(self.model(pixels, semantic).score.float().cpu())
+        return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+def load_scorer(checkpoint_path: str | os.PathLike, device: str = "cpu") -> MAAGIQAScorer:
+    """A scorer from a notebook-04 checkpoint; builds the same-profile MLLM for new images."""
+    model = load_model(checkpoint_path, device)
+    encoder = None
+    if model.needs_semantic:
+        from agiqa_lib.backbones.mllm import create_mllm
+
+        cfg = model.cfg
+        encoder = create_mllm(cfg.profile, model_id=cfg.mllm_model_id if cfg.profile == "full"
+                              else None, device=device)
+        if encoder.dim != cfg.fusion.semantic_dim:
+            raise AgiqaError(f"{checkpoint_path} was trained on {cfg.fusion.semantic_dim}-d "
+                             f"semantic vectors but the {cfg.profile} MLLM gives {encoder.dim}")
+    return MAAGIQAScorer(model, encoder, device)
+

@@ -1,1 +1,0 @@
-"""Model backbones (three weight profiles) and the two papers' models."""
