@@ -16,6 +16,7 @@ COMMANDS = [
     "agiqa_lib.commands.semantic",
     "agiqa_lib.commands.train_clip",
     "agiqa_lib.commands.train_ma",
+    "agiqa_lib.commands.qalign",
 ]
 
 

@@ -28,7 +28,7 @@ from agiqa_lib.evaluation import baselines
 
 from agiqa_lib.data import splits
 from agiqa_lib.data.datasets import dataset_targets, load_dataset
-from agiqa_lib.evaluation.results import append_result
+from agiqa_lib.evaluation.results import add_records
 from agiqa_lib.viz import exploration as viz
 
 pd.set_option("display.precision", 3)
@@ -98,9 +98,8 @@ else:
     ("md", """The results file collects every run of the study; notebook 05 reads it. We add the
 baseline rows (model `generator_mean`, no weights, no selection rule)."""),
     ("code", """if results_path is not None and table is not None:
-    for record in baselines.baseline_records(table, dataset, target):
-        append_result(record, results_path)
-    print(f"appended {len(table)} generator-mean rows to {results_path}")"""),
+    add_records(baselines.baseline_records(table, dataset, target), results_path)
+    print(f"added {len(table)} generator-mean records to {results_path}")"""),
 ]
 
 

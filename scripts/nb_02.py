@@ -32,21 +32,21 @@ seed = 0
 out_dir = "outputs"       # figures in {out_dir}/figures, checkpoint in {out_dir}/checkpoints
 results_path = None       # when set, one record per table row is appended to this file
 fast = False              # tiny settings for tests
-device = "cpu"            # accepted from run_all.sh; this notebook runs on the CPU (cached features)""",
+device = "cpu"            # cpu, cuda, cuda:N, mps or auto: where CLIP extracts and training runs""",
      ["parameters"]),
     ("code", """import pandas as pd
 from IPython.display import Markdown, display
 
-from agiqa_lib.clip_agiqa import study as clip_study
-from agiqa_lib.clip_agiqa.train import TrainConfig
 from agiqa_lib.clip_agiqa import model as clip_agiqa
+from agiqa_lib.clip_agiqa import study
+from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+from agiqa_lib.evaluation.metrics import paired_srcc_difference
+from agiqa_lib.evaluation.results import add_records
 from agiqa_lib.viz import clip_agiqa as viz
 
 pd.set_option("display.precision", 3)
-if fast:  # a smoke run: two epochs, one augmented view, a small bootstrap
-    epochs, n_aug_views = min(epochs, 2), min(n_aug_views, 1)
-n_boot = 100 if fast else 1000
-train_config = TrainConfig(epochs=epochs, seed=seed)"""),
+cfg = ClipStudyConfig.from_mapping(globals())  # fast=True shrinks epochs, views, bootstrap
+cfg"""),
     ("md", """## 1 · Data, split, quality classes and cached CLIP features
 
 The CLIP encoders are frozen, so an image's feature depends only on its (augmented) pixels.
@@ -58,7 +58,7 @@ epoch, which makes 100 epochs take minutes instead of hours on a CPU.
 The six quality words are assigned by cutting the train MOS at its sextiles (for AGIQA-3K
 this reproduces the released cut-points 1.231 / 2.266 / 2.749 / 3.092 / 3.456). The labels
 only name the prompts: the loss uses the raw MOS."""),
-    ("code", """data = clip_study.prepare_study_data(dataset, root, profile, protocol, n_aug_views, seed)
+    ("code", """data = study.prepare(cfg)
 if dataset == "demo":
     display(Markdown("**Synthetic demo data**: the numbers describe the simulator, not real images."))
 print(f"{len(data.df)} images; split {data.split.value_counts().to_dict()}; CLIP {data.bundle.model_id}")
@@ -66,12 +66,12 @@ print(f"features: test view {tuple(data.features.test.shape)}, augmented "
       f"{None if data.features.augmented is None else tuple(data.features.augmented.shape)}")
 print("cut-points:", data.cutpoints.round(3).tolist())"""),
     ("code", """fig = viz.plot_bins(data.mos[data.rows("train")], data.cutpoints, clip_agiqa.QUALITY_CLASSES)
-print(viz.save_figure(fig, "02_quality_bins", out_dir))"""),
+print(viz.save_figure(fig, "02_quality_bins", cfg.out_dir))"""),
     ("md", """## 2 · The model
 
 Sixteen context vectors of the text tower's width, drawn from N(0, 0.02), are shared by the
 six classes. Everything else in CLIP is frozen: compare the two parameter counts."""),
-    ("code", """model = clip_agiqa.create_clip_agiqa(profile, bundle=data.bundle)
+    ("code", """model = clip_agiqa.create_clip_agiqa(cfg.profile, bundle=data.bundle)
 print(clip_agiqa.parameter_counts(model))
 print("head:", model.regression)"""),
     ("md", """## 3 · Training CLIP-AGIQA
@@ -81,12 +81,10 @@ cosine schedule; the prompt features are recomputed through the text tower at ev
 Without a validation part in the split (`clip_agiqa`) we train twice: on all train images
 (giving `best_on_test` and `last`) and on train minus a 10 % validation part (giving
 `best_on_val`). Training state is checkpointed, so an interrupted run resumes."""),
-    ("code", """clip_run, clip_model = clip_study.train_selection_rules(
-    data, use_text=True, train_config=train_config,
-    checkpoint_dir=f"{out_dir}/checkpoints/training")
+    ("code", """clip_run, clip_model = study.train(data, cfg, use_text=True)
 print("epochs chosen:", clip_run.best_epochs)"""),
     ("code", """fig = viz.plot_learning_curves(clip_run.histories, clip_run.best_epochs)
-print(viz.save_figure(fig, "02_learning_curves", out_dir))"""),
+print(viz.save_figure(fig, "02_learning_curves", cfg.out_dir))"""),
     ("md", """## 4 · What did the prompts learn?
 
 For each learned context vector we list the vocabulary tokens nearest to it (Euclidean
@@ -99,41 +97,38 @@ every real word, so read these as a curiosity rather than as a sentence."""),
 * **Zero-shot CLIP-IQA**: softmax over "Good photo." / "Bad photo." (meaningful only with a
   contrastively trained CLIP, i.e. `full`; `lite` has random projections).
 * **Ridge / SVR probes**: regressors on the frozen test-view features of the train images."""),
-    ("code", """control_run, _ = clip_study.train_selection_rules(
-    data, use_text=False, train_config=train_config,
-    checkpoint_dir=f"{out_dir}/checkpoints/training")
-baselines = clip_study.run_baselines(data)"""),
+    ("code", """control_run, _ = study.train(data, cfg, use_text=False)
+baselines = study.baselines(data)"""),
     ("md", """## 6 · Results
 
-SRCC / PLCC / KRCC on the test part with 95 % bootstrap intervals over test images; `rmse` is
+SRCC / PLCC / KRCC on the test part with 95 % bootstrap intervals over test images; `rmse_logistic` is
 after the 4-parameter logistic mapping; `epoch` is the epoch a selection rule picked. Rows
 whose intervals overlap are not distinguishable on this test set."""),
     ("code", """runs = {"clip_agiqa": clip_run, "image_only_control": control_run}
-predictions = clip_study.collect_predictions(baselines, runs)
-table = clip_study.results_table(data, predictions, runs, n_boot=n_boot)
-print(viz.save_figure(viz.plot_results(table), "02_results", out_dir))
+predictions = study.collect_predictions(baselines, runs)
+table = study.evaluate(data, predictions, runs)
+print(viz.save_figure(viz.plot_results(table), "02_results", cfg.out_dir))
 table"""),
     ("md", """Do the learnable prompts help? The paired bootstrap below resamples the test images once
 for both models, so shared test-set luck cancels: an interval that contains 0 means the
 prompts made no measurable difference over the same head on the image feature alone."""),
-    ("code", """pd.DataFrame({rule: clip_study.paired_srcc_difference(
+    ("code", """pd.DataFrame({rule: paired_srcc_difference(
     predictions[("clip_agiqa", rule)], predictions[("image_only_control", rule)],
-    data.mos[data.rows("test")], n_boot=n_boot, seed=seed) for rule in clip_run.predictions}).T"""),
+    data.mos[data.rows("test")], n_boot=cfg.n_boot, seed=cfg.seed) for rule in clip_run.predictions}).T"""),
     ("code", """labels = {f"{m}" if s == "none" else f"{m} / {s}": p for (m, s), p in predictions.items()}
 fig = viz.plot_predictions(labels, data.mos[data.rows("test")])
-print(viz.save_figure(fig, "02_pred_vs_mos", out_dir))"""),
+print(viz.save_figure(fig, "02_pred_vs_mos", cfg.out_dir))"""),
     ("md", """## 7 · Save the results and a checkpoint
 
 Each table row becomes one record of the results file (notebook 05 gathers them). The
 CLIP-AGIQA weights of the *last* epoch (the rule that never looks at the test set) are saved
 as safetensors; `agiqa score --checkpoint …` scores any folder of images with them."""),
-    ("code", """if results_path is not None:
-    clip_study.record_results(table, data, results_path, extra={"epochs": epochs, "n_aug_views": n_aug_views},
-                              predictions=predictions, out_dir=out_dir)
-    print(f"appended {len(table)} rows to {results_path}")
-checkpoint = clip_agiqa.save_checkpoint(clip_model, clip_study.checkpoint_path(out_dir, dataset, profile),
-                                        extra_metadata={"dataset": dataset, "protocol": protocol,
-                                                        "epochs": epochs, "selection": "last"})
+    ("code", """if cfg.results_path is not None:
+    add_records(study.records(table, data, predictions), cfg.results_path)
+    print(f"added {len(table)} records to {cfg.results_path}")
+checkpoint = clip_agiqa.save_checkpoint(clip_model, study.checkpoint_path(cfg),
+                                        extra_metadata={"dataset": cfg.dataset, "protocol": cfg.protocol,
+                                                        "epochs": cfg.epochs, "selection": "last"})
 print(checkpoint)"""),
     ("code", """from agiqa_lib.scoring import load_scorer, score_images
 

@@ -49,20 +49,24 @@ device = "cpu\"""", ["parameters"]),
     ("code", """import pandas as pd
 from IPython.display import display
 
-from agiqa_lib.ma_agiqa import train as mt
 from agiqa_lib.core.io import open_rgb
+from agiqa_lib.evaluation.results import add_records
+from agiqa_lib.ma_agiqa import study
+from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.model import load_scorer
+from agiqa_lib.ma_agiqa.train import new_model
 from agiqa_lib.viz import ma_agiqa as viz
 
 pd.set_option("display.precision", 4)
-pd.set_option("display.max_columns", 30)"""),
+pd.set_option("display.max_columns", 30)
+cfg = MAStudyConfig.from_mapping(globals())  # fast=True: 96 images, 2 epochs
+cfg"""),
     ("md", """## 1 · Data: split, frozen backbone tokens, semantic vectors
 
 The split follows the protocol (`ma_agiqa`: the released 70/10/20 shuffle with seed 20).
 For `lite`/`tiny` the frozen backbone's tokens and the MLLM vectors are computed once into
 the feature cache (a second run reads them back)."""),
-    ("code", """data = mt.prepare_data(dataset, root, profile, protocol, limit=mt.FAST_LIMIT if fast else None,
-                       need_semantic=any(v != "maniqa" for v in variants), device=device)
+    ("code", """data = study.prepare(cfg)
 print(data.split.value_counts().to_dict(), "| timings (s):", data.timings)
 if data.mllm_is_stand_in:
     print("NOTE: semantic vectors come from the lite STAND-IN encoder, not an MLLM's judgement.")"""),
@@ -70,50 +74,48 @@ if data.mllm_is_stand_in:
 
 Parameters per part for this profile (the backbone is frozen except in `full`). For `full`
 the counts equal the released model's: 121,211,958 parameters reach the output."""),
-    ("code", """model = mt.new_model(data, "released_gate", seed=seeds[0])
+    ("code", """model = new_model(data, "released_gate", seed=cfg.seeds[0])
 viz.parameter_table(model)"""),
     ("md", """## 3 · The learning-rate schedule
 
 The released scheduler has T_max = 50 but is stepped after every batch, so the learning rate
 swings between its maximum and zero every 100 iterations, several times per epoch."""),
-    ("code", """cfg = mt.train_config(profile, epochs=epochs)
-fig = viz.plot_lr_schedule(cfg, iters_per_epoch=len(data.rows("train")) // cfg.batch_size)
-viz.save_figure(fig, "04_lr_schedule", out_dir);"""),
+    ("code", """train_cfg = cfg.train_config(cfg.seeds[0])
+fig = viz.plot_lr_schedule(train_cfg, iters_per_epoch=len(data.rows("train")) // train_cfg.batch_size)
+viz.save_figure(fig, "04_lr_schedule", cfg.out_dir);"""),
     ("md", """## 4 · Training every variant
 
 Each run is checkpointed after every epoch under `{out_dir}/runs/` and resumes if
 interrupted; its test metrics go to the results file when `results_path` is given."""),
-    ("code", """study = mt.run_study(profile=profile, protocol=protocol, variants=variants, seeds=seeds,
-                     epochs=epochs, out_dir=out_dir, results_path=results_path, fast=fast,
-                     device=device, data=data)
-fig = viz.plot_training_curves(study)
-viz.save_figure(fig, "04_training_curves", out_dir);"""),
+    ("code", """result = study.run(cfg, data)
+fig = viz.plot_training_curves(result)
+viz.save_figure(fig, "04_training_curves", cfg.out_dir);"""),
     ("md", """## 5 · Results: every test image vs the released drop_last subset
 
 SRCC and KRCC on raw predictions; PLCC and RMSE after the 4-parameter logistic fit (as the
-papers report). `within_group_srcc` (generators as groups) ranks images *inside* each generator, which a model
+papers report). `within_generator_srcc` ranks images *inside* each generator, which a model
 cannot get from generator identity alone."""),
-    ("code", """viz.results_table(study.table)"""),
+    ("code", """viz.results_table(result.table)"""),
     ("md", """With several seeds, the mean and a 95 % t-interval over seeds (one seed: no interval;
-each run's bootstrap interval is in `study.table`, columns `srcc_ci` / `plcc_ci`)."""),
-    ("code", """mt.seed_summary(study.table)"""),
+each run's bootstrap interval is in `result.table`, columns `srcc_ci` / `plcc_ci`)."""),
+    ("code", """study.seed_summary(result.table)"""),
     ("md", """## 6 · What the gate does
 
 Gate weights of each expert for every test image, by generator (released gate: raw linear
 outputs; softmax gate: a distribution). If the gate ignored the image, the boxes would be
 flat lines."""),
     ("code", """for variant in [v for v in ("released_gate", "softmax_gate") if v in variants]:
-    fig = viz.plot_gate_weights(study.run(variant).predictions, f"{variant}: gate weights")
-    viz.save_figure(fig, f"04_gates_{variant}", out_dir)"""),
+    fig = viz.plot_gate_weights(result.run(variant).predictions, f"{variant}: gate weights")
+    viz.save_figure(fig, f"04_gates_{variant}", cfg.out_dir)"""),
     ("md", """## 7 · Predicted score vs MOS (test split)"""),
-    ("code", """fig = viz.plot_pred_vs_mos(study)
-viz.save_figure(fig, "04_pred_vs_mos", out_dir);"""),
+    ("code", """fig = viz.plot_pred_vs_mos(result)
+viz.save_figure(fig, "04_pred_vs_mos", cfg.out_dir);"""),
     ("md", """## 8 · A checkpoint for scoring new images
 
 The released-gate model is saved as safetensors (weights + config in the metadata).
 `load_scorer` rebuilds it and computes the semantic vectors of new images with the same MLLM
 profile; `agiqa score` uses the same path."""),
-    ("code", """path = mt.save_scorer_checkpoint(study, out_dir)
+    ("code", """path = study.save_scorer_checkpoint(result, cfg)
 scorer = load_scorer(path)
 sample = data.df[data.split == "test"].head(4)
 images = [open_rgb(p) for p in sample["path"]]

@@ -62,7 +62,7 @@ identity alone goes."""),
     ("code", """report.protocol_comparison(results, metric="srcc")"""),
     ("md", """Within-generator SRCC ranks images *of one generator* only (mean over generators), so the
 generator shortcut cannot help; within-prompt SRCC does the same per prompt."""),
-    ("code", """within_cols = [c for c in ("within_group_srcc", "within_prompt_srcc") if c in results]
+    ("code", """within_cols = [c for c in ("within_generator_srcc", "within_prompt_srcc") if c in results]
 if within_cols:
     within = results.dropna(subset=within_cols, how="all")
     keys = [c for c in ("model", "variant", "protocol", "profile", "selection", "evaluation") if c in within]

@@ -10,7 +10,7 @@ from scipy import stats
 from agiqa_lib.evaluation.baselines import (baseline_records, generator_mean_baseline,
                                  generator_mean_predictions, has_generators)
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.evaluation.results import REQUIRED_KEYS, append_result, load_results
+from agiqa_lib.evaluation.results import ResultRecord, add_records, load_results
 from agiqa_lib.data.splits import make_split
 
 
@@ -69,10 +69,9 @@ def test_records_fit_the_results_file(tmp_path):
     table = generator_mean_baseline(df, ["ma_agiqa", "clip_agiqa"], ci=True, n_boot=100)
     records = baseline_records(table, "demo", "mos_quality")
     path = tmp_path / "results.jsonl"
-    for record in records:
-        assert set(REQUIRED_KEYS) <= set(record)
-        append_result(record, path)
-    append_result(records[0], path)  # re-running replaces, never duplicates
+    assert all(isinstance(r, ResultRecord) for r in records)
+    add_records(records, path)
+    add_records(records[:1], path)  # re-running replaces, never duplicates
     back = load_results(path)
     assert len(back) == 2
     assert set(back["model"]) == {"generator_mean"}
@@ -80,7 +79,9 @@ def test_records_fit_the_results_file(tmp_path):
     assert back.set_index("protocol").loc["clip_agiqa", "seed"] == 42
     row = back.set_index("protocol").loc["ma_agiqa"]
     assert row["srcc"] == pytest.approx(table.loc["ma_agiqa", "srcc"])
-    assert row["rmse"] == pytest.approx(table.loc["ma_agiqa", "rmse_logistic"])
+    assert row["rmse_logistic"] == pytest.approx(table.loc["ma_agiqa", "rmse_logistic"])
+    assert row["plcc_raw"] == pytest.approx(table.loc["ma_agiqa", "plcc"])
+    assert row["within_generator_srcc"] is None  # constant inside a generator: undefined
     assert len(row["srcc_ci"]) == 2
 
 

@@ -208,7 +208,7 @@ def test_checkpoint_round_trip_through_load_scorer(tmp_path):
     from PIL import Image
 
     from agiqa_lib.clip_agiqa.model import create_clip_agiqa, load_scorer, save_checkpoint
-    from agiqa_lib.scoring import checkpoint_metadata
+    from agiqa_lib.core.checkpoints import read_metadata
     from agiqa_lib.scoring import load_scorer as generic_load_scorer
 
     torch.manual_seed(0)
@@ -217,7 +217,7 @@ def test_checkpoint_round_trip_through_load_scorer(tmp_path):
         model.prompt_learner.ctx.normal_()
         model.regression[4].bias.fill_(2.5)
     path = save_checkpoint(model, tmp_path / "ckpt" / "clip_agiqa_demo_tiny.safetensors")
-    meta = checkpoint_metadata(path)
+    meta = read_metadata(path)
     assert meta["agiqa_model"] == "clip_agiqa" and meta["profile"] == "tiny"
     images = [Image.new("RGB", (40, 30), (i * 60, 100, 200 - i * 50)) for i in range(3)]
     model.eval()

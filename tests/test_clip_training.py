@@ -110,7 +110,7 @@ class _DyingBatches(CachedFeatureBatches):
         return super().epoch(epoch)
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
+def test_killed_run_resumes_to_the_same_result(tmp_path, caplog):
     feats, mos = _synthetic(96)
     cfg = TrainConfig(epochs=6, lr=0.05, checkpoint_every=2)
     eval_sets = {"test": EvalSet(feats.test[64:], mos[64:])}
@@ -137,9 +137,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     for rule in ("last", "best_on_test"):
         for name, value in reference.states[rule].items():
             assert torch.allclose(resumed.states[rule][name], value, atol=1e-6)
-    with pytest.raises(AgiqaError, match="another training config"):
-        train_clip_agiqa(standin_model(), Counting(*args, batch_size=16), eval_sets,
-                         TrainConfig(epochs=7, lr=0.05), ckpt, progress=False)
+    # another config never resumes from this state: it starts over (and says so)
+    calls.clear()
+    with caplog.at_level("WARNING"):
+        other = train_clip_agiqa(standin_model(), Counting(*args, batch_size=16), eval_sets,
+                                 TrainConfig(epochs=3, lr=0.05), ckpt, progress=False)
+    assert calls == [0, 1, 2] and len(other.history) == 3
+    assert "belongs to another run" in caplog.text
 
 
 def test_selection_rules_without_and_with_a_val_part():
@@ -192,7 +196,7 @@ def test_end_to_end_batches_encode_images(tmp_path):
 
 
 def test_paired_srcc_difference_separates_a_better_model():
-    from agiqa_lib.clip_agiqa.study import paired_srcc_difference
+    from agiqa_lib.evaluation.metrics import paired_srcc_difference
 
     rng = np.random.default_rng(0)
     mos = rng.normal(size=300)
@@ -203,11 +207,22 @@ def test_paired_srcc_difference_separates_a_better_model():
     assert 0 < better["lo"] < better["srcc_difference"] < better["hi"]
 
 
-def test_cli_parses_train_clip_options():
+def test_cli_options_come_from_the_study_config():
+    """train-clip takes exactly the fields of ClipStudyConfig (old spellings kept)."""
+    import dataclasses
+
     from agiqa_lib.cli import build_parser
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+    from agiqa_lib.commands.options import config_from_args
 
     args = build_parser().parse_args(["train-clip", "agiqa3k", "--root", "/data", "--epochs", "5",
-                                      "--aug-views", "2", "--protocol", "prompt_disjoint"])
-    assert (args.dataset, args.epochs, args.aug_views, args.protocol) == ("agiqa3k", 5, 2,
-                                                                         "prompt_disjoint")
-    assert args.profile == "lite" and args.seed == 0
+                                      "--aug-views", "2", "--protocol", "prompt_disjoint",
+                                      "--device", "auto", "--precision", "fp16", "--fast"])
+    cfg = config_from_args(ClipStudyConfig, args)
+    assert (cfg.dataset, cfg.root, cfg.n_aug_views, cfg.protocol) == ("agiqa3k", "/data", 1,
+                                                                      "prompt_disjoint")
+    assert (cfg.epochs, cfg.n_boot) == (2, 100)  # --fast shrinks the schedule
+    assert (cfg.device, cfg.precision, cfg.profile, cfg.seed) == ("auto", "fp16", "lite", 0)
+    assert {f.name for f in dataclasses.fields(ClipStudyConfig)} <= set(vars(args))
+    with pytest.raises(SystemExit):  # choices come from the config's field metadata
+        build_parser().parse_args(["train-clip", "demo", "--profile", "huge"])

@@ -119,7 +119,9 @@ def test_agiqa3k_missing_images(tmp_path):
 
 def test_agiqa3k_no_images_anywhere(tmp_path):
     root = write_agiqa3k(tmp_path / "ds", image_folder=None)
-    with pytest.raises(AgiqaError, match="found neither in .* nor in any of its subfolders"):
+    with pytest.raises(AgiqaError, match=r"none of the 4 images listed in .*data.csv' \(first: "
+                                         r"AttnGAN_normal_000.jpg\) was found in .* any of its "
+                                         r"subfolders"):
         load_dataset("agiqa3k", root)
     df = load_dataset("agiqa3k", root, check_files=False)
     assert df["mos"].notna().all()
@@ -133,7 +135,7 @@ def write_aigciqa2023(root: Path, prompt_place: str | None = "", images: bool = 
     for k in (1, 2, 3):
         (root / "DATA" / "MOS").mkdir(parents=True, exist_ok=True)
         (root / "DATA" / "STD").mkdir(parents=True, exist_ok=True)
-        mos = 25 + 50 * rng.random((2400, 1)) + 100 * (k - 1)  # k-th aspect recognisable
+        mos = 25 * k + 25 * rng.random((2400, 1))  # k-th aspect recognisable, all within 0-100
         scipy.io.savemat(root / "DATA" / "MOS" / f"mosz{k}.mat", {"MOSz": mos})
         scipy.io.savemat(root / "DATA" / "STD" / f"SD{k}.mat", {"SD": np.full((2400, 1), k)})
     if prompt_place is not None:
@@ -167,7 +169,7 @@ def test_aigciqa2023_official_layout(tmp_path, prompt_place, prompt_format):
     assert df.loc[5, "prompt"] == "prompt number 1" and df.loc[2399, "prompt"] == "prompt number 99"
     mat = scipy.io.loadmat(root / "DATA" / "MOS" / "mosz1.mat")["MOSz"].ravel()
     np.testing.assert_allclose(df["mos"], mat)
-    assert df["mos_authenticity"].min() > 100 and df["mos_correspondence"].min() > 200
+    assert df["mos_authenticity"].min() > 50 and df["mos_correspondence"].min() > 75
     assert (df["std_correspondence"] == 3).all()
     corr = load_dataset("aigciqa2023", root, target="correspondence", check_files=False)
     np.testing.assert_allclose(corr["mos"], corr["mos_correspondence"])

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from agiqa_lib.core.cache import CacheKey, FeatureStore, file_list_hash
+from agiqa_lib.core.cache import CacheKey, FeatureStore, read_store_manifest
+from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.features import (describe_transform, extract_features, fill_store, item_seed,
                                 open_store)
@@ -129,8 +130,63 @@ def test_truncated_and_corrupted_shards_are_recomputed(images, caplog):
     with caplog.at_level(logging.WARNING):
         feats = extract_features(images, enc, to_tensor, key(), shard_size=4, progress=False)
     assert enc.images == 8  # shards 0 and 1, four images each
-    assert "shard 0 is recomputed" in caplog.text and "failed its checksum" in caplog.text
+    assert "shard 0 is recomputed" in caplog.text and "failed their checksum" in caplog.text
     torch.testing.assert_close(feats, expected_means(images))
+
+
+def test_several_corrupt_shards_are_all_recomputed_in_one_pass(images, caplog):
+    store = open_store(images, key(), shard_size=4)
+    fill_store(store, images, CountingEncoder(), to_tensor, progress=False)
+    for shard in sorted(store.path.glob("shard_*.safetensors"))[1:]:
+        data = bytearray(shard.read_bytes())
+        data[-1] ^= 0x01
+        shard.write_bytes(bytes(data))
+    enc = CountingEncoder()
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.core.cache"):
+        feats = extract_features(images, enc, to_tensor, key(), shard_size=4, progress=False)
+    assert enc.images == 6 and "2 shard(s)" in caplog.text
+    torch.testing.assert_close(feats, expected_means(images))
+
+
+def test_info_block_is_kept_outside_the_identity(images):
+    store = open_store(images, key(), shard_size=4)
+    fill_store(store, images, CountingEncoder(), to_tensor, progress=False)
+    extraction = read_store_manifest(store.path)["info"]["extraction"]
+    assert extraction["images_computed"] == 10 and extraction["images_per_s"] > 0
+    with store.writing():
+        store.update_info({"note": "computed for a unit test"})
+    again = open_store(images, key(), shard_size=4)
+    assert again.path == store.path and again.complete
+    assert again.info == {"extraction": extraction, "note": "computed for a unit test"}
+    fill_store(again, images, CountingEncoder(), to_tensor, progress=False)  # nothing to do
+    assert read_store_manifest(store.path)["info"]["extraction"] == extraction
+
+
+def test_params_write_all_and_kept_layout(images, tmp_path):
+    files = file_list_hash(images)
+    store = FeatureStore(key(params={"questions": ("a", "b"), "dim": 3}), 10, files,
+                         shard_size=4, root=tmp_path / "r")
+    assert store.identity["questions"] == ["a", "b"] and store.identity["dim"] == 3
+    assert FeatureStore(key(params={"questions": ("a", "c"), "dim": 3}), 10, files,
+                        root=tmp_path / "r").path != store.path
+    data = torch.randn(10, 2, 3)
+    with store.writing():
+        store.write_all(data)
+    reopened = FeatureStore(key(params={"questions": ["a", "b"], "dim": 3}), 10, files,
+                            shard_size=64, root=tmp_path / "r")
+    assert reopened.complete and reopened.shard_size == 4 and reopened.num_shards == 3
+    torch.testing.assert_close(reopened.load(), data)
+    with reopened.writing():  # new item shape: rebuilt, on the layout the caller planned with
+        reopened.write_shard(1, torch.zeros(4, 5))
+    assert reopened.shard_size == 4 and reopened.missing_shards() == [0, 2]
+    assert read_store_manifest(store.path)["identity"]["dim"] == 3
+    with pytest.raises(ValueError, match="may not redefine"):
+        FeatureStore(key(params={"n": 3}), 10, files, root=tmp_path / "r")
+    with pytest.raises(AgiqaError, match="no feature-cache manifest"):
+        read_store_manifest(tmp_path / "nowhere")
+    (store.path / "manifest.json").write_text('{"identity": {}}')
+    with pytest.raises(AgiqaError, match="is malformed .field 'info'"):
+        read_store_manifest(store.path)
 
 
 def test_wrong_shape_shard_is_not_reused(images):

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from agiqa_lib.ma_agiqa.model import (MAAGIQA, load_model, ma_agiqa_config, save_checkpoint)
-from agiqa_lib.ma_agiqa.train import (PreparedData, as_released_test_indices, augment, new_model,
-                                    predict, result_rows, seed_summary, train_config, train_run)
-from agiqa_lib.evaluation.results import REQUIRED_KEYS, load_results_records, append_result
+from agiqa_lib.evaluation.results import ResultRecord, add_records, read_records
+from agiqa_lib.ma_agiqa.config import MAStudyConfig, train_config
+from agiqa_lib.ma_agiqa.data import PreparedData, augment
+from agiqa_lib.ma_agiqa.model import MAAGIQA, load_model, ma_agiqa_config, save_checkpoint
+from agiqa_lib.ma_agiqa.study import evaluate, records, seed_summary
+from agiqa_lib.ma_agiqa.train import as_released_test_indices, new_model, predict, train_run
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -127,12 +129,19 @@ def test_run_metrics_predictions_and_result_records(tmp_path):
     assert run.metrics["as_released_drop_last"]["n"] == 8  # 12 test items, batch 8, drop_last
     gates = run.predictions[["gate_semantic_content", "gate_coherence", "gate_quality"]]
     np.testing.assert_allclose(gates.sum(axis=1), 1.0, rtol=1e-5)
-    rows = result_rows(run, data)
-    for row in rows:
-        assert set(REQUIRED_KEYS) <= set(row)
-        append_result(row, tmp_path / "results.jsonl")
-    assert len(load_results_records(tmp_path / "results.jsonl")) == 2
-    table = pd.DataFrame(rows + [{**r, "seed": 2, "srcc": r["srcc"] + 0.1} for r in rows])
+    cfg = MAStudyConfig(dataset="synthetic", protocol="fixed", profile="tiny",
+                        out_dir=str(tmp_path))
+    recs = records(run, data, cfg)
+    assert all(isinstance(r, ResultRecord) for r in recs)
+    assert [r.evaluation for r in recs] == ["all_test", "as_released_drop_last"]
+    assert recs[0].plcc_logistic == run.metrics["all_test"]["plcc_logistic"]
+    assert recs[0].plcc_raw == run.metrics["all_test"]["plcc"]
+    assert recs[0].predictions and recs[1].predictions is None
+    add_records(recs, tmp_path / "results.jsonl")
+    add_records(recs, tmp_path / "results.jsonl")  # re-running replaces, never duplicates
+    assert len(read_records(tmp_path / "results.jsonl")) == 2
+    table = evaluate([run])
+    table = pd.concat([table, table.assign(seed=2, srcc=table["srcc"] + 0.1)])
     summary = seed_summary(table)
     assert len(summary) == 2 and (summary["seeds"] == 2).all()
     assert (summary["srcc_lo"] < summary["srcc"]).all()

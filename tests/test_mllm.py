@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.backbones.mllm import (DEFAULT_FULL_MODEL, LiteSemanticEncoder, LiteStandInConfig,
-                                   build_prompt, create_mllm, expand2square, masked_mean,
-                                   tiny_vlm_dir)
+from agiqa_lib.backbones.mllm import (DEFAULT_FULL_MODEL, HFSemanticEncoder,
+                                      LiteSemanticEncoder, LiteStandInConfig, build_prompt,
+                                      create_mllm, expand2square, masked_mean,
+                                      tiny_mplug_owl2_dir)
 from agiqa_lib.backbones.tiny_vlm import build_tiny_vlm
 
 Q_SHORT = "Is it sharp?"
@@ -46,14 +47,17 @@ def test_full_path_loads_a_local_folder(tiny, tiny_dir):
     assert torch.isfinite(vectors).all()
 
 
-def test_tiny_profile_is_the_full_code_path(tiny):
+def test_tiny_profile_is_the_full_code_path(tiny, tmp_path):
+    # `tiny` is now a tiny mPLUG-Owl2 (the default `full` MLLM, see test_mplug_owl2.py); the
+    # tiny LLaVA of this file still goes through the generic transformers path as `full`.
     encoder = create_mllm("tiny")
-    assert encoder.profile == "tiny" and encoder.model_id == "tiny:llava-tiny-v1:seed0"
-    assert type(encoder) is type(tiny)
-    # Built deterministically from a seed: same weights as the fixture's separate build.
+    assert encoder.profile == "tiny" and encoder.model_id == "tiny:mplug-owl2-tiny-v1:seed0"
+    assert type(encoder).__name__ == "MPLUGOwl2SemanticEncoder"
+    assert type(tiny) is HFSemanticEncoder
+    again = create_mllm("full", model_id=build_tiny_vlm(tmp_path / "again"))  # same seed
     images = [_image(2)]
-    assert torch.allclose(encoder.encode(images, Q_SHORT), tiny.encode(images, Q_SHORT), atol=1e-6)
-    assert (tiny_vlm_dir() / "config.json").is_file()
+    assert torch.allclose(again.encode(images, Q_SHORT), tiny.encode(images, Q_SHORT), atol=1e-6)
+    assert (tiny_mplug_owl2_dir() / "config.json").is_file()
 
 
 def test_pooling_is_the_masked_mean_of_the_final_normed_hidden_states(tiny):

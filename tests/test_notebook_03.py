@@ -29,7 +29,7 @@ def test_notebook_03_on_demo_with_tiny_vlm(tmp_path, request):
     assert -1.0 <= summary["question_cosine_min"] <= summary["question_cosine_median"] <= 1.0
     executed = nbformat.read(tmp_path / "03.ipynb", as_version=4)
     text = "\n".join(str(o.get("text", "")) for c in executed.cells for o in c.get("outputs", []))
-    assert "USER: {question}\\n<image> ASSISTANT:" in text  # the prompt, image after the text
+    assert "USER: {question}\\n<|image|> ASSISTANT:" in text  # the prompt, image after the text
 
 
 def test_stand_in_figures_say_so():

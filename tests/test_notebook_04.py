@@ -36,7 +36,7 @@ def test_notebook_on_demo_tiny_fast(tmp_path, monkeypatch):
     assert set(records["model"]) == {"maniqa", "ma_agiqa"}
     assert (records["profile"] == "tiny").all() and (records["selection"] == "best_on_val").all()
     checkpoint = out_dir / "checkpoints" / "ma_agiqa_demo_tiny.safetensors"
-    from agiqa_lib.scoring import checkpoint_metadata
+    from agiqa_lib.core.checkpoints import read_metadata
 
-    meta = checkpoint_metadata(checkpoint)
+    meta = read_metadata(checkpoint)
     assert meta["agiqa_model"] == "ma_agiqa" and meta["variant"] == "released_gate"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agiqa_lib.evaluation.results import append_result, save_predictions
+from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_results.ipynb"
 
@@ -20,14 +20,16 @@ def _results(tmp_path: Path) -> Path:
     for variant, protocol, noise in [("released_gate", "ma_agiqa", 0.3),
                                      ("softmax_gate", "ma_agiqa", 0.5),
                                      ("released_gate", "prompt_disjoint", 0.8)]:
-        record = dict(model="ma_agiqa", variant=variant, dataset="demo", protocol=protocol, seed=20,
-                      profile="tiny", selection="best_on_val", evaluation="all_test",
-                      srcc=0.9 - noise / 2, plcc=0.9, krcc=0.7, rmse=0.4, n=60)
+        record = ResultRecord(model="ma_agiqa", variant=variant, dataset="demo",
+                              protocol=protocol, seed=20, profile="tiny",
+                              selection="best_on_val", evaluation="all_test",
+                              srcc=0.9 - noise / 2, plcc_raw=0.88, plcc_logistic=0.9, krcc=0.7,
+                              rmse_logistic=0.4, n=60)
         preds = pd.DataFrame({"name": [f"im{i}" for i in range(60)],
                               "generator": [f"g{i % 3}" for i in range(60)], "mos": mos,
                               "pred": mos + rng.normal(0, noise, 60)})
         save_predictions(preds, record, tmp_path)
-        append_result(record, path)
+        add_records([record], path)
     return path
 
 

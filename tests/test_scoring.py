@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from agiqa_lib.core.checkpoints import read_metadata
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import save_tensors
-from agiqa_lib.scoring import checkpoint_metadata, collect_images, load_scorer, score_images
+from agiqa_lib.scoring import collect_images, load_scorer, score_images
 
 
 class BrightnessScorer:
@@ -38,7 +38,7 @@ def image_folder(tmp_path):
 
 def test_folder_of_mixed_formats_is_scored_and_bad_file_skipped(image_folder):
     scorer = BrightnessScorer()
-    with pytest.warns(UserWarning, match="broken.jpg"):
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\): .*broken.jpg"):
         run = score_images(scorer, [image_folder], batch_size=3, progress=False)
     assert len(run.scores) == 6
     assert [p for p, _ in run.skipped] == [str(image_folder / "broken.jpg")]
@@ -56,15 +56,15 @@ def test_collect_images_rejects_missing_path(tmp_path):
 def test_checkpoint_without_model_family_is_refused(tmp_path):
     path = tmp_path / "ckpt.safetensors"
     save_tensors(path, {"w": torch.zeros(2)}, metadata={"something": "else"})
-    assert checkpoint_metadata(path) == {"something": "else"}
+    assert read_metadata(path) == {"something": "else"}
     with pytest.raises(AgiqaError, match="agiqa_model"):
         load_scorer(path)
 
 
 def test_non_safetensors_checkpoint_gives_clear_error(tmp_path):
-    path = tmp_path / "model.pt"
-    path.write_bytes(b"\x80\x04garbage")
-    with pytest.raises(AgiqaError, match="not a readable safetensors"):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"garbage, neither safetensors nor a pickle")
+    with pytest.raises(AgiqaError, match="not a readable safetensors file"):
         load_scorer(path)
     with pytest.raises(AgiqaError, match="not found"):
         load_scorer(tmp_path / "missing.safetensors")
@@ -73,6 +73,7 @@ def test_non_safetensors_checkpoint_gives_clear_error(tmp_path):
 def test_cli_reports_error_without_traceback(tmp_path, capsys):
     from agiqa_lib.cli import main
 
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     code = main(["score", str(tmp_path), "--checkpoint", str(tmp_path / "missing.safetensors")])
     assert code == 2
     err = capsys.readouterr().err

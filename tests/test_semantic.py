@@ -1,4 +1,4 @@
-"""Semantic-vector extraction cache (resume, rebuild, single fp16 array) and official .pt import."""
+"""Semantic-vector cache (a FeatureStore entry: resume, rebuild, fp16 shards), official import."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from agiqa_lib.core.io import load_tensors, read_json, write_json
 from agiqa_lib.backbones.mllm import SemanticEncoder
 from agiqa_lib.ma_agiqa.semantic import (QUESTIONS, OfficialVectorsSource, cache_official_vectors,
                                 extract_semantic_vectors, import_official_vectors,
-                                load_cached_vectors, read_manifest, semantic_cache_entry)
+                                load_cached_vectors, read_manifest, semantic_cache_entry,
+                                summary_record)
 
 
 class CountingEncoder(SemanticEncoder):
@@ -59,15 +60,16 @@ def test_questions_are_verbatim():
     }
 
 
-def test_extraction_stores_one_fp16_array_and_manifest(frame, tmp_path):
+def test_extraction_stores_fp16_shards_and_manifest(frame, tmp_path):
     encoder = CountingEncoder()
     vectors = extract_semantic_vectors(frame, encoder, cache_dir=tmp_path / "c", batch_size=4,
                                        shard_size=4, dataset="unit")
     assert vectors.shape == (10, 2, 6) and vectors.dtype == torch.float32
     assert encoder.images == 20  # every image, both questions
     entry = semantic_cache_entry(frame, encoder, tmp_path / "c")
-    assert sorted(p.name for p in entry.iterdir()) == ["manifest.json", "vectors.safetensors"]
-    stored = load_tensors(entry / "vectors.safetensors")["vectors"]
+    shards = sorted(entry.glob("shard_*.safetensors"))
+    assert len(shards) == 3 and (entry / "manifest.json").is_file()
+    stored = torch.cat([load_tensors(shard)["features"] for shard in shards])
     assert stored.dtype == torch.float16 and stored.shape == (10, 2, 6)
     assert torch.equal(stored.float(), vectors)
     # question axis follows QUESTIONS: the fake encoder scales with the question length
@@ -79,9 +81,55 @@ def test_extraction_stores_one_fp16_array_and_manifest(frame, tmp_path):
     assert identity["model_id"] == "test:counting" and identity["n"] == 10
     assert identity["questions"] == QUESTIONS and identity["image_placement"] == "after_text"
     assert identity["dim"] == 6 and identity["is_stand_in"] is False
-    assert identity["profile"] == "tiny"
-    assert len(identity["file_list_sha256"]) == 64
+    assert identity["profile"] == "tiny" and identity["dtype"] == "float16"
+    assert len(identity["files_hash"]) == 64 and manifest["shape"] == [10, 2, 6]
     assert manifest["dataset"] == "unit" and manifest["extraction"]["images_per_s"] > 0
+    assert manifest["extraction"]["images_computed"] == 10
+    assert manifest["question_order"] == list(QUESTIONS)
+    assert manifest["note"] == "Pooled last-layer hidden states of test:counting."
+    summary = summary_record(vectors, manifest)
+    assert summary["n"] == 10 and summary["dim"] == 6 and summary["shape"] == [10, 2, 6]
+    assert summary["dataset"] == "unit" and summary["images_per_s"] > 0
+
+
+def test_the_entry_is_a_feature_store_entry(frame, tmp_path):
+    """Same manifest, layout and loader as CLIP views and backbone tokens."""
+    from agiqa_lib.core.cache import read_store_manifest
+
+    vectors = extract_semantic_vectors(frame, CountingEncoder(), cache_dir=tmp_path, shard_size=4)
+    entry = semantic_cache_entry(frame, CountingEncoder(), tmp_path)
+    raw = read_store_manifest(entry)
+    assert raw["complete"] and raw["shard_size"] == 4 and sorted(raw["shards"]) == ["0", "1", "2"]
+    assert raw["identity"]["view"] == "semantic" and raw["info"]["dataset"] is None
+    assert torch.equal(load_cached_vectors(frame, CountingEncoder(), cache_dir=tmp_path), vectors)
+    again = CountingEncoder()  # another shard size finds the same entry and keeps its layout
+    extract_semantic_vectors(frame, again, cache_dir=tmp_path, shard_size=64)
+    assert again.calls == 0 and read_store_manifest(entry)["shard_size"] == 4
+
+
+def test_unfinished_entry_has_no_manifest_to_read(frame, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        extract_semantic_vectors(frame, CountingEncoder(fail_after=3), cache_dir=tmp_path,
+                                 batch_size=2, shard_size=2)
+    entry = semantic_cache_entry(frame, CountingEncoder(), tmp_path)
+    assert (entry / "manifest.json").is_file()
+    with pytest.raises(AgiqaError, match="not a finished semantic-vector cache entry"):
+        read_manifest(entry)
+    with pytest.raises(AgiqaError, match="no feature-cache manifest"):
+        read_manifest(tmp_path / "nowhere")
+    with pytest.raises(AgiqaError, match="no cached semantic vectors"):
+        load_cached_vectors(frame, CountingEncoder(), cache_dir=tmp_path)
+
+
+def test_old_format_folders_are_named_and_not_read(frame, tmp_path, caplog):
+    old = tmp_path / "tiny-test-counting-0123456789abcdef"
+    old.mkdir()
+    (old / "vectors.safetensors").write_bytes(b"previous format")
+    encoder = CountingEncoder()
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.ma_agiqa.semantic"):
+        extract_semantic_vectors(frame, encoder, cache_dir=tmp_path, shard_size=4)
+    assert encoder.images == 20
+    assert "1 folder(s) of the previous format (tiny-test-counting-0123456789abcdef)" in caplog.text
 
 
 def test_second_call_reads_the_cache(frame, tmp_path):
@@ -116,23 +164,23 @@ def test_mismatching_manifest_is_rebuilt_not_reused(frame, tmp_path, caplog):
     manifest["identity"]["questions"]["coherence"] = "Another question?"
     write_json(entry / "manifest.json", manifest)
     again = CountingEncoder()
-    with caplog.at_level(logging.WARNING, logger="agiqa_lib.ma_agiqa.semantic"):
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.core.cache"):
         extract_semantic_vectors(frame, again, cache_dir=tmp_path, shard_size=4)
     assert again.images == 20
     assert "differs in ['questions']" in caplog.text
 
 
-def test_corrupted_array_is_rebuilt(frame, tmp_path, caplog):
+def test_corrupted_shard_is_recomputed(frame, tmp_path, caplog):
     encoder = CountingEncoder()
     reference = extract_semantic_vectors(frame, encoder, cache_dir=tmp_path, shard_size=4)
-    entry = semantic_cache_entry(frame, encoder, tmp_path)
-    data = bytearray((entry / "vectors.safetensors").read_bytes())
-    data[-8:] = b"\x00" * 8
-    (entry / "vectors.safetensors").write_bytes(bytes(data))
+    shard = semantic_cache_entry(frame, encoder, tmp_path) / "shard_00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-8:] = b"\x00" * 8  # same size, other values
+    shard.write_bytes(bytes(data))
     again = CountingEncoder()
-    with caplog.at_level(logging.WARNING, logger="agiqa_lib.ma_agiqa.semantic"):
+    with caplog.at_level(logging.WARNING, logger="agiqa_lib.core.cache"):
         vectors = extract_semantic_vectors(frame, again, cache_dir=tmp_path, shard_size=4)
-    assert again.images == 20 and "checksum" in caplog.text
+    assert again.images == 2 * 4 and "failed their checksum (first: shard 1)" in caplog.text
     assert torch.equal(vectors, reference)
 
 
@@ -242,8 +290,13 @@ def test_import_names_missing_files(tmp_path):
 
 def test_official_vectors_round_trip_through_the_cache(frame, tmp_path):
     expected = _write_official(tmp_path / "vec", list(frame["name"]))
-    entry = cache_official_vectors(frame, tmp_path / "vec", cache_dir=tmp_path / "c")
-    assert read_manifest(entry)["identity"]["dim"] == 4096
+    entry = cache_official_vectors(frame, tmp_path / "vec", cache_dir=tmp_path / "c",
+                                   dataset="unit")
+    manifest = read_manifest(entry)
+    assert manifest["identity"]["dim"] == 4096 and manifest["dataset"] == "unit"
+    assert manifest["identity"]["model_id"] == "official:mplug-owl2-llama2-7b"
+    assert manifest["extraction"] == {"imported_from": str((tmp_path / "vec").resolve())}
+    assert manifest["note"].startswith("Official MA-AGIQA vectors")
     vectors = load_cached_vectors(frame, OfficialVectorsSource(), cache_dir=tmp_path / "c")
     assert torch.equal(vectors, expected)
     with pytest.raises(AgiqaError, match="no cached semantic vectors"):

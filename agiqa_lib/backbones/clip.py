@@ -40,9 +40,11 @@ from torchvision.transforms import (
     RandomResizedCrop,
 )
 
+from agiqa_lib.core.config import precision_dtype
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import save_tensors, write_json
 from agiqa_lib.core.paths import cache_dir
+from agiqa_lib.core.profiles import get_profile
 from .weights import (
     CHECKPOINT_ERRORS,
     DOWNLOAD_ERRORS,
@@ -54,8 +56,6 @@ from .weights import (
     missing_full_weights,
 )
 
-PROFILES = ("full", "lite", "tiny")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 CONTEXT_LENGTH = 77  # tokens per prompt for every profile, as in OpenAI CLIP
 TRAIN_CROP_SCALE = (0.08, 1.0)  # CLIP-AGIQA (CoOp/Dassl) random-resized-crop scale
@@ -112,10 +112,8 @@ def create_clip(profile: str = "lite", arch: str = "ViT-B-16", pretrained: str |
     `pretrained=None` builds random weights (speed benchmarks). `precision` is `fp32`, `fp16`
     or `bf16`.
     """
-    if profile not in PROFILES:
-        raise AgiqaError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
-    if precision not in PRECISIONS:
-        raise AgiqaError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    get_profile(profile)
+    dtype = precision_dtype(precision)
     if checkpoint is not None and profile != "full":
         raise AgiqaError(f"checkpoint= is read by profile 'full' only, not {profile!r}: "
                          "pass profile='full' to load an open_clip checkpoint.")
@@ -126,7 +124,7 @@ def create_clip(profile: str = "lite", arch: str = "ViT-B-16", pretrained: str |
     else:
         model, tokenizer, model_id = _create_tiny()
     if profile != "full":
-        model.to(device=device, dtype=PRECISIONS[precision])
+        model.to(device=device, dtype=dtype)
     if precision != "fp32":
         model_id = f"{model_id}:{precision}"
     model.eval().requires_grad_(False)

@@ -28,6 +28,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.profiles import get_profile
 from .weights import (
     CHECKPOINT_ERRORS,
     DOWNLOAD_ERRORS,
@@ -37,7 +38,6 @@ from .weights import (
     missing_full_weights,
 )
 
-PROFILES = ("full", "lite", "tiny")
 INPUT_SIZE = 224
 GRID = 28  # tokens per side: 224 / 8
 FULL_VIT = "vit_base_patch8_224.augreg_in21k_ft_in1k"
@@ -113,8 +113,7 @@ def create_iqa_backbone(profile: str = "lite", pretrained: bool = True,
     `checkpoint` (`full` only) is a local copy of the ViT-B/8 weights: timm's `.safetensors`
     / `.pth` state dict or the original augreg `.npz`.
     """
-    if profile not in PROFILES:
-        raise AgiqaError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}.")
+    get_profile(profile)
     if checkpoint is not None and profile != "full":
         raise AgiqaError(f"checkpoint= is read by profile 'full' only, not {profile!r}.")
     if profile == "full":

@@ -4,15 +4,22 @@ MA-AGIQA asks an MLLM two questions about each image and keeps, instead of an an
 mean of the LAST layer's hidden states (after the final norm) over ALL positions, text and
 image tokens alike: one forward pass, no generation. Three weight profiles:
 
-- ``full``: any transformers image-text-to-text model, by hub id or local folder, through
-  ``AutoProcessor`` + ``AutoModelForImageTextToText`` and the model's own chat template.
-  The paper used mPLUG-Owl2-LLaMA2-7B (4096-d), which transformers does not ship; the
-  closest hub model is ``llava-hf/llava-1.5-7b-hf`` (CLIP ViT-L/14-336 + Vicuna-7B, a
-  LLaMA-2-7B fine-tune, 4096-d), the default here.
+- ``full``: by default the paper's MLLM, mPLUG-Owl2-LLaMA2-7B
+  (``MAGAer13/mplug-owl2-llama2-7b``, 4096-d, 65 image tokens), run by this library's own
+  implementation on the installed transformers (`agiqa_lib.backbones.mplug_owl2`: the hub
+  checkpoint loads unchanged, no ``trust_remote_code``) with the prompt, pixels and pooling of
+  MA-AGIQA's ``getFeature.py``. `create_mllm` sends any hub id or local folder whose
+  config.json says ``model_type: mplug_owl2`` (or a known mPLUG-Owl2 / Q-Align hub id) there;
+  every other id goes to the generic path: any transformers image-text-to-text model through
+  ``AutoProcessor`` + ``AutoModelForImageTextToText`` and the model's own chat template
+  (e.g. ``llava-hf/llava-1.5-7b-hf``: CLIP ViT-L/14-336, 576 image tokens).
 - ``lite``: a CPU stand-in from packaged weights (EfficientNet-Lite0 image features projected
   to MiniLM token embeddings, read with the question by the MiniLM encoder, 384-d). It is
   NOT a language model's judgement; everything made with it says so (``is_stand_in``).
-- ``tiny``: a tiny random LLaVA saved to the cache and loaded back through the ``full`` code.
+- ``tiny``: a tiny random mPLUG-Owl2 (`mplug_owl2.tiny`) saved to the cache and loaded back
+  through the same loader as ``full``, so the default ``full`` code path is what the tests
+  and the tiny notebook runs exercise. The tiny random LLaVA (`tiny_vlm`) stays available for
+  the generic path: ``create_mllm("full", model_id=build_tiny_vlm(folder))``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from agiqa_lib.core.errors import AgiqaError
 
 PROFILES = ("full", "lite", "tiny")
 IMAGE_PLACEMENTS = ("after_text", "before_text")
-DEFAULT_FULL_MODEL = "llava-hf/llava-1.5-7b-hf"
+DEFAULT_FULL_MODEL = "MAGAer13/mplug-owl2-llama2-7b"  # the paper's MLLM
+TINY_MPLUG_OWL2_ID = "tiny:mplug-owl2-tiny-v1:seed0"
 STAND_IN_NOTE = ("lite stand-in: EfficientNet-Lite0 features read with the question by the "
                  "MiniLM sentence encoder; NOT an MLLM's judgement")
 
@@ -344,20 +352,32 @@ def load_lite_encoder(image_placement: str = "after_text", device: str = "cpu",
 
 
 def tiny_vlm_dir() -> Path:
-    """Where `create_mllm("tiny")` keeps its tiny random LLaVA (built on first use)."""
+    """Where the tiny random LLaVA of the generic path is kept (built by `build_tiny_vlm`)."""
     from agiqa_lib.backbones.tiny_vlm import TINY_VLM_VERSION
     from agiqa_lib.core.paths import cache_dir
 
     return cache_dir() / "models" / f"{TINY_VLM_VERSION}-seed0"
 
 
+def tiny_mplug_owl2_dir() -> Path:
+    """Where `create_mllm("tiny")` keeps its tiny random mPLUG-Owl2 (built on first use)."""
+    from agiqa_lib.backbones.mplug_owl2.tiny import TINY_VERSION
+    from agiqa_lib.core.paths import cache_dir
+
+    return cache_dir() / "models" / f"{TINY_VERSION}-seed0"
+
+
 def create_mllm(profile: str = "lite", model_id: str | os.PathLike | None = None,
                 image_placement: str = "after_text", device: str = "cpu",
-                dtype: torch.dtype | None = None) -> SemanticEncoder:
+                dtype: torch.dtype | None = None, quantization: str | None = None
+                ) -> SemanticEncoder:
     """Build the semantic encoder of a weight profile (see the module docstring).
 
-    `model_id` (full only): hub id or local folder, default ``llava-hf/llava-1.5-7b-hf``.
-    `dtype` (full/tiny): default fp16 on GPU, fp32 on CPU; the lite stand-in runs in fp32.
+    `model_id` (full only): hub id or local folder, default ``MAGAer13/mplug-owl2-llama2-7b``;
+    mPLUG-Owl2 checkpoints run on this library's implementation, others on the generic
+    transformers path. `dtype` (full/tiny): default fp16 on GPU, fp32 on CPU; the lite
+    stand-in runs in fp32. `quantization` (full mPLUG-Owl2 only): ``"8bit"`` / ``"4bit"``
+    with bitsandbytes on CUDA.
     """
     if profile not in PROFILES:
         raise AgiqaError(f"unknown MLLM profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -365,19 +385,36 @@ def create_mllm(profile: str = "lite", model_id: str | os.PathLike | None = None
     if profile != "full" and model_id is not None:
         raise AgiqaError(f"model_id is only used by profile 'full', not {profile!r}; drop it "
                          "or pass profile='full'")
+    if profile != "full" and quantization is not None:
+        raise AgiqaError(f"quantization is only used by profile 'full', not {profile!r}")
     if profile == "lite":
         if dtype not in (None, torch.float32):
             raise AgiqaError(f"the lite stand-in runs in float32 only, not {dtype}; drop dtype")
         return load_lite_encoder(image_placement, device)
-    if profile == "tiny":
-        from agiqa_lib.backbones.tiny_vlm import TINY_VLM_VERSION, build_tiny_vlm
+    from agiqa_lib.backbones.mplug_owl2.encoder import MPLUGOwl2SemanticEncoder
+    from agiqa_lib.backbones.mplug_owl2.loading import (is_mplug_owl2, load_mplug_owl2,
+                                                        stable_model_id)
 
-        folder = build_tiny_vlm(tiny_vlm_dir(), seed=0)
-        return load_hf_encoder(folder, profile="tiny", image_placement=image_placement,
-                               device=device, dtype=dtype,
-                               stable_id=f"tiny:{TINY_VLM_VERSION}:seed0")
-    return load_hf_encoder(model_id or DEFAULT_FULL_MODEL, profile="full",
-                           image_placement=image_placement, device=device, dtype=dtype)
+    if profile == "tiny":
+        from agiqa_lib.backbones.mplug_owl2.tiny import build_tiny_mplug_owl2
+
+        folder = build_tiny_mplug_owl2(tiny_mplug_owl2_dir(), seed=0)
+        model, processor = load_mplug_owl2(folder, device=device, dtype=dtype)
+        return MPLUGOwl2SemanticEncoder(model, processor, profile="tiny",
+                                        model_id=TINY_MPLUG_OWL2_ID,
+                                        image_placement=image_placement)
+    source = model_id if model_id is not None else DEFAULT_FULL_MODEL
+    if is_mplug_owl2(source):
+        model, processor = load_mplug_owl2(source, device=device, dtype=dtype,
+                                           quantization=quantization)
+        return MPLUGOwl2SemanticEncoder(model, processor, profile="full",
+                                        model_id=stable_model_id(source),
+                                        image_placement=image_placement)
+    if quantization is not None:
+        raise AgiqaError("quantization is supported for mPLUG-Owl2 checkpoints only; drop it "
+                         f"for {source}")
+    return load_hf_encoder(source, profile="full", image_placement=image_placement,
+                           device=device, dtype=dtype)
 
 
 def _check_placement(image_placement: str) -> None:

@@ -17,6 +17,7 @@ and the paper use 16 random context vectors, which is what we build.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import warnings
@@ -32,10 +33,12 @@ from PIL import Image
 from torch import nn
 
 from agiqa_lib.clip_agiqa.binning import QUALITY_CLASSES
+from agiqa_lib.core.checkpoints import (config_from_json, parse_json_field, read_checkpoint,
+                                        write_checkpoint, written_by)
+from agiqa_lib.core.config import PRECISIONS
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import load_tensors, save_tensors
+from agiqa_lib.core.io import to_rgb
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -203,7 +206,11 @@ def create_clip_agiqa(profile: str = "lite", config: ClipAgiqaConfig | None = No
 
 def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
                     extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Save the trainable weights + everything `load_scorer` needs, as safetensors (atomic)."""
+    """Save the trainable weights + everything `load_scorer` needs, as safetensors (atomic).
+
+    Written by `core.checkpoints.write_checkpoint`: records the library version and refuses
+    NaN/inf weights.
+    """
     bundle = getattr(model, "bundle", None)
     metadata = {
         "agiqa_model": "clip_agiqa",  # the image-only control is config use_text=False
@@ -213,20 +220,29 @@ def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
         "clip_model_id": str(getattr(bundle, "model_id", "")),
         "extra": json.dumps(extra_metadata or {}, default=str),
     }
-    save_tensors(path, model.trainable_state_dict(), metadata=metadata)
-    return Path(path)
+    return write_checkpoint(path, model.trainable_state_dict(), metadata)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu", bundle: Any = None) -> ClipAgiqa:
-    """Rebuild a CLIP-AGIQA model from `save_checkpoint`'s file (warns if the CLIP differs)."""
-    from agiqa_lib.scoring import checkpoint_metadata
+    """Rebuild a CLIP-AGIQA model from `save_checkpoint`'s file (warns if the CLIP differs).
 
-    meta = checkpoint_metadata(path)
+    Bad JSON, config keys this version does not know, options `create_clip` does not take and
+    NaN/inf weights are AgiqaErrors naming the file and the version that wrote it.
+    """
+    from agiqa_lib.backbones.clip import create_clip
+
+    tensors, meta = read_checkpoint(path)
     if meta.get("agiqa_model") != "clip_agiqa":
         raise AgiqaError(f"{path} holds agiqa_model={meta.get('agiqa_model')!r}, not a CLIP-AGIQA "
                          "checkpoint saved by notebook 02")
-    config = ClipAgiqaConfig(**json.loads(meta["config"]))
-    clip_kwargs = json.loads(meta.get("clip_kwargs", "{}"))
+    config = config_from_json(ClipAgiqaConfig, parse_json_field(meta, "config", path), path, meta)
+    clip_kwargs = parse_json_field(meta, "clip_kwargs", path, default={})
+    known = set(inspect.signature(create_clip).parameters)
+    unknown = sorted(set(clip_kwargs) - known) if isinstance(clip_kwargs, dict) else [clip_kwargs]
+    if unknown:
+        raise AgiqaError(f"checkpoint {path} (written by {written_by(meta)}) has 'clip_kwargs' "
+                         f"{unknown} that this version's create_clip does not take (it knows "
+                         f"{sorted(known)}); load it with the version that wrote it")
     profile = clip_kwargs.pop("profile", meta.get("profile", "lite"))
     model = create_clip_agiqa(profile, config, bundle=bundle, device=device, **clip_kwargs)
     if meta.get("clip_model_id") and model.bundle.model_id != meta["clip_model_id"]:
@@ -234,33 +250,38 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu", bundle: Any = 
                       f"({meta['clip_model_id']} then, {model.bundle.model_id} now); scores may not "
                       "match the training run",
                       RuntimeWarning, stacklevel=2)
-    model.load_trainable_state_dict(load_tensors(path))
+    model.load_trainable_state_dict(tensors)
     return model.to(device).eval()
 
 
 @dataclass
 class ClipAgiqaScorer:
-    """Scores PIL images with a trained CLIP-AGIQA (test-time preprocessing: resize + crop)."""
+    """Scores PIL images with a trained CLIP-AGIQA (test-time preprocessing: resize + crop).
+
+    `checkpoint` names the file the model came from, for messages about its predictions.
+    """
 
     model: ClipAgiqa
     device: str = "cpu"
+    checkpoint: str = ""
     _text: torch.Tensor | None = field(default=None, repr=False)
 
     @torch.no_grad()
     def score_images(self, images: list[Image.Image]) -> np.ndarray:
-        """One predicted MOS per image."""
+        """One predicted MOS per image (any PIL mode, converted by `core.io.to_rgb`)."""
         self.model.eval()
         if self._text is None and self.model.prompt_learner is not None:
             self._text = self.model.text_features()
         preprocess = self.model.bundle.preprocess_val
-        batch = torch.stack([preprocess(img.convert("RGB")) for img in images]).to(self.device)
+        batch = torch.stack([preprocess(to_rgb(img)) for img in images]).to(self.device)
         feats = self.model.encode_image(batch)
         return self.model.score_features(feats, self._text).cpu().numpy().astype(float)
 
 
 def load_scorer(checkpoint_path: str | os.PathLike, device: str = "cpu") -> ClipAgiqaScorer:
     """The `agiqa score` entry point for checkpoints saved by notebook 02."""
-    return ClipAgiqaScorer(load_checkpoint(checkpoint_path, device=device), device=device)
+    return ClipAgiqaScorer(load_checkpoint(checkpoint_path, device=device), device=device,
+                           checkpoint=str(checkpoint_path))
 
 
 @torch.no_grad()

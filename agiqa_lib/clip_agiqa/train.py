@@ -18,6 +18,7 @@ split's own, or one carved from train, seeded) without looking at the test set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import load_tensors, open_rgb, save_tensors
+from agiqa_lib.core.io import open_rgb
+from agiqa_lib.core.training import TrainingState
 
 SELECTION_RULES = ("best_on_test", "last", "best_on_val")
 
@@ -133,8 +135,9 @@ class _ImageDataset(torch.utils.data.Dataset):
 def predict(model: nn.Module, image_features: torch.Tensor, batch_size: int = 512) -> np.ndarray:
     """Predicted MOS for cached image features [N, D] (eval mode; text features computed once)."""
     model.eval()
+    device = _device_of(model)
     text = model.text_features()
-    out = [model.score_features(image_features[i:i + batch_size].float(), text)
+    out = [model.score_features(image_features[i:i + batch_size].to(device).float(), text)
            for i in range(0, image_features.shape[0], batch_size)]
     return torch.cat(out).cpu().numpy().astype(float) if out else np.zeros(0)
 
@@ -163,17 +166,19 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     """Train the context + head with MSE on the MOS; evaluate every epoch on `eval_sets`.
 
     Keeps the weights of the last epoch and of the best-SRCC epoch on each eval set
-    (`best_on_<name>`). With `checkpoint_path`, the training state is saved every
-    `config.checkpoint_every` epochs (atomically) and a rerun resumes from it.
+    (`best_on_<name>`). With `checkpoint_path`, the training state (`core.training`) is
+    saved every `config.checkpoint_every` epochs (atomically) and a rerun resumes from it.
     """
     config = config or TrainConfig()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    state = _TrainingState(model, optimizer, list(eval_sets))
-    start = state.restore(checkpoint_path, config) if checkpoint_path else 0
-    bar = tqdm(range(start, config.epochs), desc=desc, unit="epoch",
-               disable=not progress, initial=start, total=config.epochs)
+    fingerprint = hashlib.sha256(json.dumps([asdict(config), sorted(eval_sets)]).encode())
+    state = TrainingState(model, optimizer, fingerprint=fingerprint.hexdigest()[:16])
+    if checkpoint_path:
+        state.restore(checkpoint_path)
+    bar = tqdm(range(state.epochs_done, config.epochs), desc=desc, unit="epoch",
+               disable=not progress, initial=state.epochs_done, total=config.epochs)
     for epoch in bar:
         lr = lr_at_epoch(epoch, config)
         for group in optimizer.param_groups:
@@ -185,20 +190,23 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
             row[f"{name}_srcc"] = _srcc(pred, part.mos)
             row[f"{name}_plcc"] = _plcc(pred, part.mos)
             row[f"{name}_mse"] = float(np.mean((pred - part.mos) ** 2))
-        state.record(row)
+        state.record(row, {f"best_on_{name}": row[f"{name}_srcc"] for name in eval_sets})
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("srcc") or k == "train_loss"})
         done = epoch + 1 == config.epochs
         if checkpoint_path and ((epoch + 1) % config.checkpoint_every == 0 or done):
-            state.save(checkpoint_path, config)
-    return state.result()
+            state.save(checkpoint_path)
+    states = {**state.snapshots, "last": {k: v.clone() for k, v in state.weights().items()}}
+    return TrainResult(pd.DataFrame(state.history), states, state.best_epochs())
 
 
 def _train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
                      epoch: int, seed: int) -> float:
     torch.manual_seed(seed * 100_003 + epoch)  # dropout masks: reproducible on resume
     model.train()
+    device = _device_of(model)
     losses = []
     for features, mos in batches.epoch(epoch):
+        features, mos = features.to(device), mos.to(device)
         loss = nn.functional.mse_loss(model.score_features(features), mos.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,80 +215,17 @@ def _train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Opti
     return float(np.mean(losses))
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where the model's trainable weights live (batches are moved there)."""
+    return next(p for p in model.parameters() if p.requires_grad).device
+
+
 def _srcc(pred: np.ndarray, mos: np.ndarray) -> float:
     return float(stats.spearmanr(pred, mos)[0]) if np.std(pred) > 0 else float("nan")
 
 
 def _plcc(pred: np.ndarray, mos: np.ndarray) -> float:
     return float(stats.pearsonr(pred, mos)[0]) if np.std(pred) > 0 else float("nan")
-
-
-class _TrainingState:
-    """History, best snapshots and optimizer momentum; saved/restored as one safetensors file."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.SGD, eval_names: list[str]) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.rows: list[dict[str, float]] = []
-        self.best: dict[str, tuple[int, float]] = {}
-        self.snapshots: dict[str, dict[str, torch.Tensor]] = {}
-        self.eval_names = eval_names
-
-    def record(self, row: dict[str, float]) -> None:
-        self.rows.append(row)
-        for name in self.eval_names:
-            score = row[f"{name}_srcc"]
-            rule = f"best_on_{name}"
-            if not math.isnan(score) and (rule not in self.best or score > self.best[rule][1]):
-                self.best[rule] = (int(row["epoch"]), score)
-                self.snapshots[rule] = {k: v.clone() for k, v in self._trainable().items()}
-
-    def _trainable(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
-
-    def result(self) -> TrainResult:
-        states = dict(self.snapshots)
-        states["last"] = {k: v.clone() for k, v in self._trainable().items()}
-        best_epochs = {rule: epoch for rule, (epoch, _) in self.best.items()}
-        best_epochs["last"] = int(self.rows[-1]["epoch"]) if self.rows else 0
-        return TrainResult(pd.DataFrame(self.rows), states, best_epochs)
-
-    def save(self, path: str | os.PathLike, config: TrainConfig) -> None:
-        tensors = {f"model/{k}": v for k, v in self._trainable().items()}
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        for p, st in self.optimizer.state.items():
-            if "momentum_buffer" in st and st["momentum_buffer"] is not None:
-                tensors[f"momentum/{names[id(p)]}"] = st["momentum_buffer"]
-        for rule, snap in self.snapshots.items():
-            tensors.update({f"{rule}/{k}": v for k, v in snap.items()})
-        meta = {"config": json.dumps(asdict(config)), "rows": json.dumps(self.rows),
-                "best": json.dumps(self.best)}
-        save_tensors(path, tensors, metadata=meta)
-
-    def restore(self, path: str | os.PathLike, config: TrainConfig) -> int:
-        """Load a saved state (same config only); return the epoch to continue from."""
-        path = Path(path)
-        if not path.is_file():
-            return 0
-        from agiqa_lib.scoring import checkpoint_metadata
-
-        meta = checkpoint_metadata(path)
-        if json.loads(meta["config"]) != asdict(config):
-            raise AgiqaError(f"training checkpoint {path} was written with another training "
-                             "config; delete it or pick another checkpoint path")
-        tensors = load_tensors(path)
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for key, value in tensors.items():
-                group, name = key.split("/", 1)
-                if group == "model":
-                    params[name].copy_(value)
-                elif group == "momentum":
-                    self.optimizer.state[params[name]]["momentum_buffer"] = value.clone()
-                else:
-                    self.snapshots.setdefault(group, {})[name] = value
-        self.rows = json.loads(meta["rows"])
-        self.best = {k: tuple(v) for k, v in json.loads(meta["best"]).items()}
-        return len(self.rows)
 
 
 @dataclass

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "stand-in (not an MLLM); tiny: random test model (default lite)")
     extract.add_argument("--model-id", default=None,
                          help="full only: hub id or local folder (default "
-                              "llava-hf/llava-1.5-7b-hf)")
+                              "MAGAer13/mplug-owl2-llama2-7b, the paper's MLLM)")
     extract.add_argument("--image-placement", default="after_text",
                          choices=["after_text", "before_text"],
                          help="image after the question (as released, default) or before it")
@@ -49,6 +49,7 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract or import, then print where the vectors are (and images/s for an extraction)."""
+    from agiqa_lib.core.cache import MANIFEST
     from agiqa_lib.ma_agiqa import semantic
 
     df = load_dataset(args.dataset, root=args.root)
@@ -64,15 +65,15 @@ def run(args: argparse.Namespace) -> int:
     encoder = create_mllm(args.profile, model_id=args.model_id,
                           image_placement=args.image_placement, device=args.device)
     entry = semantic.semantic_cache_entry(df, encoder, args.cache_dir)
-    before = _stamp(entry / semantic.MANIFEST_FILE)
+    before = _stamp(entry / MANIFEST)
     start = time.perf_counter()
     vectors = semantic.extract_semantic_vectors(df, encoder, cache_dir=args.cache_dir,
                                                 batch_size=args.batch_size,
                                                 resume=not args.no_resume, dataset=args.dataset)
     seconds = time.perf_counter() - start
-    run_stats = semantic.read_manifest(entry)["extraction"]
+    run_stats = semantic.read_manifest(entry)["extraction"] or {}
     print(f"semantic vectors {tuple(vectors.shape)} of {encoder.model_id} in {entry}")
-    if _stamp(entry / semantic.MANIFEST_FILE) != before and run_stats.get("images_computed"):
+    if _stamp(entry / MANIFEST) != before and run_stats.get("images_computed"):
         print(f"this run: {run_stats['images_computed']} images in {run_stats['seconds']:.1f} s "
               f"({run_stats['images_per_s']:.2f} images/s, both questions per image)")
     else:

@@ -1,25 +1,33 @@
 """Resumable on-disk store of per-item feature arrays: safetensors shards plus a JSON manifest.
 
-One store holds the features of N items (images, image-question pairs, ...) computed by one
-model and one preprocessing. It lives in `cache_dir()/features/<digest>/`, where the digest is
-a hash of everything the features depend on (`CacheKey`, the file-list hash, N, storage dtype,
-shard size). Items are grouped into shards of `shard_size` rows; every shard is written
-atomically and then recorded in the manifest (also atomic), so a killed run loses at most the
-shard in progress and the next run resumes at the first missing shard. Shards that are missing,
-truncated, of the wrong shape or whose checksum does not match are recomputed, and a manifest
-that describes other features is discarded; each of these is logged, never silently reused.
+One store holds the features of N items computed by one model and one preprocessing; CLIP
+views, IQA-backbone tokens and MA-AGIQA semantic vectors all use it. It lives in
+`<root>/<slug>-<digest>/` (root: `cache_dir()/features` unless given; the slug names profile,
+model and view for humans), where the digest hashes the store's identity: everything the
+features depend on (`CacheKey`, the content hash of the input files, N, storage dtype). The
+manifest also keeps a free-form `info` block (notes, dataset name, extraction speed) that is not
+part of the identity, and the layout (`shard_size`), which is not either: an existing store keeps
+the layout it was created with.
+
+Every shard is written atomically and then recorded in the manifest (also atomic), so a killed
+run loses at most the shard in progress and the next run resumes at the first missing shard.
+Shards that are missing, truncated, of the wrong shape or whose checksum does not match are
+recomputed; a manifest that describes other features, is not JSON, or has a field missing or of
+the wrong type (hand-edited) is discarded with its shards; each is logged, never reused.
+`load()` always verifies checksums; `writing(verify=True)` does before deciding what is left
+to compute. Inputs are identified by content (`core.content_key.file_list_hash`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +37,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import atomic_path, read_json, sha256_file, write_json
+from agiqa_lib.core.io import atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from agiqa_lib.core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: content-keyed inputs, info block, layout outside the identity
 MANIFEST = "manifest.json"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -45,51 +53,79 @@ class CacheKey:
 
     `transform` is a text description of the preprocessing (see `features.describe_transform`);
     `view` names the view ("test" for the fixed evaluation transform, "aug3" for the fourth
-    augmented view) and `seed` the base seed of a random view's per-image randomness.
+    augmented view) and `seed` the base seed of a random view's per-image randomness. `dataset`
+    may be None for features that depend on the files' bytes only. `params` holds any further
+    JSON-serialisable identity fields (e.g. the questions asked of an MLLM); they appear at the
+    top level of the manifest's identity.
     """
 
-    dataset: str
+    dataset: str | None
     model_id: str
     profile: str
     transform: str
     view: str = "test"
     seed: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
-def file_list_hash(paths: Sequence[str | os.PathLike]) -> str:
-    """SHA-256 over the ordered list of (path relative to the files' common folder, size).
+# --- manifest checks ------------------------------------------------------------------------
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return type(value) is int and value >= minimum
 
-    Relative names make a moved or copied dataset reuse its cache; sizes catch replaced files.
-    Modification times are left out on purpose: copying a dataset changes them but not the
-    content. A file that does not exist raises AgiqaError naming it.
+
+def _manifest_problem(manifest: Any) -> str:
+    """What makes a manifest structurally unusable (hand-edited, another format), or ''."""
+    if not isinstance(manifest, dict):
+        return f"not a JSON object but {type(manifest).__name__}"
+    for name in ("identity", "info", "shards"):
+        if not isinstance(manifest.get(name), dict):
+            return f"field {name!r} is missing or not an object"
+    if not _is_int(manifest.get("shard_size"), 1):
+        return "field 'shard_size' is missing or not a positive integer"
+    if not isinstance(manifest.get("complete"), bool):
+        return "field 'complete' is missing or not true/false"
+    shape = manifest.get("item_shape", "missing")
+    if shape is not None and not (isinstance(shape, list) and all(map(_is_int, shape))):
+        return "field 'item_shape' is missing or not a list of integers"
+    for name, entry in manifest["shards"].items():
+        if not (re.fullmatch(r"[0-9]+", name) and isinstance(entry, dict)
+                and isinstance(entry.get("file"), str) and _is_int(entry.get("bytes"))
+                and isinstance(entry.get("sha256"), str)):
+            return f"shard record {name!r} lacks a file name, byte count or checksum"
+    return ""
+
+
+def read_store_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The validated manifest of a store folder: identity, info, layout, shards, complete.
+
+    Raises AgiqaError when it is missing, unreadable or malformed (extracting again rebuilds it).
     """
-    if not paths:
-        raise AgiqaError("no files given to the feature cache: the dataset has no images.")
-    absolute = [os.path.abspath(p) for p in paths]
-    common = os.path.commonpath([os.path.dirname(p) for p in absolute])
-    digest = hashlib.sha256()
-    for path in absolute:
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            raise AgiqaError(f"image file not found or unreadable: {path}; check the dataset "
-                             "root or regenerate the dataset.") from None
-        digest.update(f"{os.path.relpath(path, common)}\t{size}\n".encode())
-    return digest.hexdigest()
-
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise AgiqaError(f"no feature-cache manifest at {path}; run the extraction first.")
+    try:
+        manifest = read_json(path)
+        problem = _manifest_problem(manifest)
+    except (OSError, ValueError) as err:
+        problem = f"unreadable: {err}"
+    if problem:
+        raise AgiqaError(f"feature-cache manifest {path} is malformed ({problem}); run the "
+                         "extraction again to rebuild it.")
+    return manifest
 
 
 class CorruptCacheError(AgiqaError):
-    """A shard failed its checksum while loading; it has been dropped and must be recomputed."""
+    """Shards failed their checksum while loading; they have been dropped and must be recomputed."""
 
 
 class FeatureStore:
     """One cache entry: `n` rows of features, stored as shards of `shard_size` rows.
 
-    Works for any per-item computation (images, image-question pairs, ...): inside
-    `with store.writing():`, call `store.write_shard(i, f(store.shard_rows(i)))` for each
-    `i in store.missing_shards()`; then `store.load()`. `files_hash` identifies the inputs
-    (see `file_list_hash`); `root` replaces the default folder `cache_dir()/features`.
+    Works for any per-item computation: inside `with store.writing():`, call
+    `store.write_shard(i, f(store.shard_rows(i)))` for each `i in store.missing_shards()` (or
+    `store.write_all(array)`), optionally `store.update_info({...})`; then `store.load()`.
+    `files_hash` identifies the inputs (see `file_list_hash`); `root` replaces the default
+    folder `cache_dir()/features`. `shard_size` applies when the store is created.
     """
 
     def __init__(self, key: CacheKey, n: int, files_hash: str, dtype: torch.dtype = torch.float32,
@@ -101,21 +137,27 @@ class FeatureStore:
         dtype_name = {v: k for k, v in _DTYPES.items()}.get(dtype)
         if dtype_name is None:
             raise AgiqaError(f"feature storage dtype must be float32 or float16, got {dtype}.")
-        self.key = key
-        self.n = n
-        self.dtype = dtype
-        self.shard_size = shard_size
-        self.identity: dict[str, Any] = {
-            "format": FORMAT_VERSION, **asdict(key), "files_hash": files_hash, "n": n,
-            "dtype": dtype_name, "shard_size": shard_size,
-        }
+        fields = asdict(key)
+        params = fields.pop("params")
+        fixed = {"format": FORMAT_VERSION, **fields, "files_hash": files_hash, "n": n,
+                 "dtype": dtype_name}
+        if set(params) & set(fixed):
+            raise ValueError(f"CacheKey.params may not redefine {sorted(set(params) & set(fixed))}")
+        # one JSON round trip, so that tuples etc. compare equal to what the manifest holds
+        self.identity: dict[str, Any] = json.loads(json.dumps({**fixed, **params}))
+        self.key, self.n, self.dtype = key, n, dtype
+        self._requested_shard_size = shard_size
         digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
-        self.path = Path(root) if root is not None else cache_dir() / "features"
-        self.path = self.path / digest[:24]
-        self.num_shards = -(-n // shard_size)
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key.profile}-{key.model_id}-{key.view}")
+        root = Path(root) if root is not None else cache_dir() / "features"
+        self.path = root / f"{slug.strip('-')[:60]}-{digest[:24]}"
         self._manifest = self._read_valid_manifest()
 
     # --- layout -------------------------------------------------------------------------------
+    def _set_layout(self, shard_size: int) -> None:
+        self.shard_size = shard_size
+        self.num_shards = -(-self.n // shard_size)
+
     def shard_rows(self, index: int) -> range:
         """Item indices covered by shard `index`."""
         return range(index * self.shard_size, min(self.n, (index + 1) * self.shard_size))
@@ -136,13 +178,23 @@ class FeatureStore:
         shape = self._manifest["item_shape"]
         return None if shape is None else tuple(shape)
 
-    # --- manifest -----------------------------------------------------------------------------
-    def _fresh_manifest(self) -> dict[str, Any]:
-        return {"identity": self.identity, "item_shape": None, "shards": {}, "complete": False}
+    @property
+    def info(self) -> dict[str, Any]:
+        """The manifest's free-form description block (not part of the identity)."""
+        return dict(self._manifest["info"])
 
-    def _reset(self, reason: str, on_disk: bool) -> dict[str, Any]:
-        """Forget every shard of this entry; with `on_disk` (lock held) also delete the files."""
-        manifest = self._fresh_manifest()
+    # --- manifest -----------------------------------------------------------------------------
+    def _fresh_manifest(self, shard_size: int | None = None) -> dict[str, Any]:
+        self._set_layout(shard_size or self._requested_shard_size)
+        return {"identity": self.identity, "shard_size": self.shard_size, "item_shape": None,
+                "shards": {}, "complete": False, "info": {}}
+
+    def _reset(self, reason: str, on_disk: bool, shard_size: int | None = None) -> dict[str, Any]:
+        """Forget every shard of this entry; with `on_disk` (lock held) also delete the files.
+
+        The layout goes back to the requested one unless `shard_size` keeps another.
+        """
+        manifest = self._fresh_manifest(shard_size)
         if on_disk:
             log.warning("feature cache %s is rebuilt: %s", self.path, reason)
             for stale in self.path.glob("shard_*.safetensors"):
@@ -150,88 +202,94 @@ class FeatureStore:
             write_json(self.path / MANIFEST, manifest)
         return manifest
 
-    def _read_valid_manifest(self, fix: bool = False) -> dict[str, Any]:
+    def _read_valid_manifest(self, fix: bool = False, verify: bool = False) -> dict[str, Any]:
         """Read the manifest, dropping whatever does not match the requested features.
 
-        Without `fix` nothing on disk changes; with it (lock held) the reasons are logged and
-        a mismatching entry's files are deleted.
+        Without `fix` nothing on disk changes; with it (lock held) the reasons are logged, a
+        mismatching entry's files are deleted and dropped shards leave the manifest. `verify`
+        also compares every shard's SHA-256 with the manifest.
         """
         manifest_path = self.path / MANIFEST
         if not manifest_path.exists():
             return self._fresh_manifest()
         try:
             manifest = read_json(manifest_path)
-            recorded = manifest["identity"]
-            shards = manifest["shards"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError) as err:
             return self._reset(f"manifest unreadable ({err})", fix)
+        problem = _manifest_problem(manifest)
+        if problem:
+            return self._reset(f"manifest malformed: {problem}", fix)
+        recorded = manifest["identity"]
         if recorded != self.identity:
             changed = sorted(k for k in set(recorded) | set(self.identity)
                              if recorded.get(k) != self.identity.get(k))
             return self._reset(f"manifest describes other features (differs in {changed})",
                                fix)
-        item_shape = manifest.get("item_shape")
+        self._set_layout(manifest["shard_size"])
         kept = {}
-        for name, entry in shards.items():
-            problem = self._shard_problem(int(name), entry, item_shape)
+        for name, entry in manifest["shards"].items():
+            problem = self._shard_problem(int(name), entry, manifest["item_shape"], verify)
             if problem and fix:
                 log.warning("feature cache %s: shard %s is recomputed: %s", self.path, name,
                             problem)
             if not problem:
                 kept[name] = entry
+        dropped = len(kept) != len(manifest["shards"])
         manifest["shards"] = kept
         manifest["complete"] = len(kept) == self.num_shards
         if not kept:
             manifest["item_shape"] = None
+        if fix and dropped:
+            write_json(manifest_path, manifest)
         return manifest
 
-    def _shard_problem(self, index: int, entry: dict[str, Any],
-                       item_shape: list[int] | None) -> str:
-        """Why a recorded shard cannot be used (cheap checks: file, size, header), or ''."""
+    def _shard_file(self, index: int) -> Path:
+        return self.path / f"shard_{index:05d}.safetensors"
+
+    def _shard_problem(self, index: int, entry: dict[str, Any], item_shape: list[int] | None,
+                       verify: bool) -> str:
+        """Why a recorded shard cannot be used (file, size, header; checksum if `verify`), or ''."""
         if not 0 <= index < self.num_shards:
             return "not part of this cache's layout"
         if item_shape is None:
             return "the manifest records no item shape"
-        file = self.path / entry.get("file", "")
+        file = self._shard_file(index)
+        if entry["file"] != file.name:
+            return f"the manifest names file {entry['file']!r}, expected {file.name!r}"
         if not file.is_file():
             return "file missing"
-        if file.stat().st_size != entry.get("bytes"):
+        if file.stat().st_size != entry["bytes"]:
             return "file size differs from the manifest (partial or replaced file)"
-        rows = self.shard_rows(index)
         try:
             with safe_open(str(file), framework="pt") as f:
                 tensor = f.get_slice("features")
                 shape, dtype = list(tensor.get_shape()), tensor.get_dtype()
         except Exception as err:  # any header or format error means the file is unusable
             return f"unreadable ({err})"
-        expected = [len(rows), *item_shape]
+        expected = [len(self.shard_rows(index)), *item_shape]
         if shape != expected:
             return f"shape {shape} differs from the expected {expected}"
         if dtype != {"float32": "F32", "float16": "F16"}[self.identity["dtype"]]:
             return f"dtype {dtype} differs from {self.identity['dtype']}"
+        if verify and sha256_file(file) != entry["sha256"]:
+            return "checksum differs from the manifest (corrupt or altered file)"
         return ""
 
     # --- writing ------------------------------------------------------------------------------
     @contextmanager
-    def writing(self) -> Iterator[FeatureStore]:
+    def writing(self, verify: bool = False) -> Iterator[FeatureStore]:
         """Hold this entry's lock while computing shards; re-reads the manifest once locked.
 
-        A second process filling the same entry waits here, then finds the shards done.
+        A second process filling the same entry waits here, then finds the shards done. With
+        `verify`, shards whose checksum fails are dropped (logged) and so computed again.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("waiting for another process writing the feature cache %s", self.path)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                for leftover in self.path.glob(".*.tmp"):  # from a killed run; we hold the lock
-                    leftover.unlink()
-                self._manifest = self._read_valid_manifest(fix=True)
-                yield self
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_lock(self.path / "lock",
+                        f"waiting for another process writing the feature cache {self.path}"):
+            for leftover in self.path.glob(".*.tmp"):  # from a killed run; we hold the lock
+                leftover.unlink()
+            self._manifest = self._read_valid_manifest(fix=True, verify=verify)
+            yield self
 
     def write_shard(self, index: int, features: torch.Tensor) -> None:
         """Store the features of shard `index` ([rows, *item_shape]) atomically, then record it."""
@@ -243,9 +301,9 @@ class FeatureStore:
         if recorded is not None and recorded != item_shape:
             self._manifest = self._reset(
                 f"the encoder now gives items of shape {item_shape}, the cache holds {recorded}",
-                on_disk=True)
+                on_disk=True, shard_size=self.shard_size)  # the caller planned on this layout
         self._manifest["item_shape"] = item_shape
-        file = self.path / f"shard_{index:05d}.safetensors"
+        file = self._shard_file(index)
         tensor = features.detach().to("cpu", self.dtype).contiguous()
         meta = {"start": str(rows.start), "stop": str(rows.stop)}
         with atomic_path(file) as tmp:
@@ -256,29 +314,69 @@ class FeatureStore:
         self._manifest["complete"] = len(self._manifest["shards"]) == self.num_shards
         write_json(self.path / MANIFEST, self._manifest)
 
+    def write_all(self, features: torch.Tensor) -> None:
+        """Store a whole [n, *item_shape] array (lock held), e.g. features imported from files."""
+        if features.shape[0] != self.n:
+            raise ValueError(f"the store holds {self.n} rows, got {features.shape[0]}")
+        for index in range(self.num_shards):
+            rows = self.shard_rows(index)
+            self.write_shard(index, features[rows.start:rows.stop])
+
+    def update_info(self, fields: dict[str, Any]) -> None:
+        """Merge `fields` (JSON-serialisable) into the info block and save it (lock held)."""
+        self._manifest["info"].update(json.loads(json.dumps(fields, default=str)))
+        write_json(self.path / MANIFEST, self._manifest)
+
+    def discard(self, reason: str) -> None:
+        """Delete every shard of this entry (logged with `reason`), e.g. to force a recompute."""
+        with self.writing():
+            self._manifest = self._reset(reason, on_disk=True)
+
     # --- reading ------------------------------------------------------------------------------
     def load(self) -> torch.Tensor:
         """All features as one tensor [n, *item_shape] in the storage dtype (checksums verified).
 
-        A shard whose checksum fails is dropped from the manifest and CorruptCacheError raised;
-        filling the store again recomputes it.
+        Shards whose checksum fails are dropped from the manifest and CorruptCacheError raised;
+        filling the store again recomputes them.
         """
         if not self.complete:
             raise AgiqaError(f"feature cache {self.path} is incomplete "
                              f"({len(self.missing_shards())} of {self.num_shards} shards missing); "
                              "run the extraction again to finish it.")
         out = torch.empty((self.n, *self.item_shape), dtype=self.dtype)
+        corrupt = []
         for index in range(self.num_shards):
             entry = self._manifest["shards"][str(index)]
-            data = (self.path / entry["file"]).read_bytes()
+            try:
+                data = (self.path / entry["file"]).read_bytes()
+            except OSError:
+                data = b""
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                with self.writing():
-                    self._manifest["shards"].pop(str(index), None)
-                    self._manifest["complete"] = False
-                    write_json(self.path / MANIFEST, self._manifest)
-                raise CorruptCacheError(f"shard {entry['file']} of feature cache {self.path} "
-                                        "failed its checksum; it was dropped, extract again "
-                                        "to recompute it.")
+                corrupt.append(index)
+                continue
             rows = self.shard_rows(index)
             out[rows.start:rows.stop] = load_safetensors_bytes(data)["features"]
+        if corrupt:
+            with self.writing():
+                for index in corrupt:
+                    self._manifest["shards"].pop(str(index), None)
+                self._manifest["complete"] = False
+                write_json(self.path / MANIFEST, self._manifest)
+            raise CorruptCacheError(f"{len(corrupt)} shard(s) of feature cache {self.path} "
+                                    f"failed their checksum (first: shard {corrupt[0]}); they "
+                                    "were dropped, extract again to recompute them.")
         return out
+
+    def fill_and_load(self, fill: Callable[[FeatureStore], object]) -> torch.Tensor:
+        """`fill(self)` computes the missing shards, then `load()`.
+
+        Shards failing their checksum while loading are logged and computed again, once.
+        """
+        for _attempt in range(2):
+            fill(self)
+            try:
+                return self.load()
+            except CorruptCacheError as err:
+                log.warning("%s", err)
+        raise AgiqaError(f"feature cache {self.path} is corrupted again right after being "
+                         "rewritten; check the disk, or delete the folder.")

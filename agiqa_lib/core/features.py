@@ -4,7 +4,8 @@
 shard by shard; `clip_image_features` (CLIP-AGIQA: a fixed test view plus K augmented views)
 and `backbone_tokens` (MANIQA's frozen backbone tokens) build on it. Augmented view k of image
 i is reproducible: its random transform is seeded from (seed, view, i), so a resumed run gives
-the same features as an uninterrupted one.
+the same features as an uninterrupted one. Entries are keyed by the images' content
+(`content_key.file_list_hash`): a replaced image, even of the same size, selects a new entry.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from agiqa_lib.core.cache import CacheKey, CorruptCacheError, FeatureStore, file_list_hash
+from agiqa_lib.core.cache import CacheKey, FeatureStore
+from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import open_rgb
 
@@ -105,23 +107,36 @@ class ExtractStats:
         """Throughput of the images computed in this call (loading, transform, encoder, write)."""
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
 
+    def as_info(self) -> dict[str, float | int | None]:
+        """The `extraction` record kept in the store's manifest info (JSON-serialisable)."""
+        return {"images_computed": self.n_computed, "seconds": round(self.seconds, 3),
+                "images_per_s": round(self.images_per_s, 4) if self.n_computed else None}
+
 
 def open_store(paths: Sequence[str], key: CacheKey, fp16: bool = False,
                shard_size: int = 512) -> FeatureStore:
-    """The cache entry for these files and key (hashes the file list; nothing is computed)."""
+    """The cache entry for these files and key (content-hashes the files; nothing is computed).
+
+    An existing entry keeps the `shard_size` it was created with.
+    """
     return FeatureStore(key, len(paths), file_list_hash(paths),
                         dtype=torch.float16 if fp16 else torch.float32, shard_size=shard_size)
 
 
 def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, transform: Transform,
                batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu",
-               progress: bool = True) -> ExtractStats:
-    """Compute the missing shards of `store` (the features of `paths`) and write each atomically."""
+               progress: bool = True, verify: bool = False) -> ExtractStats:
+    """Compute the missing shards of `store` (the features of `paths`) and write each atomically.
+
+    `verify` first checks the SHA-256 of every cached shard, so that a corrupt one is logged
+    and recomputed here rather than found later by `load()` (which always checks). The speed
+    of a call that computed images is recorded in the manifest info (`extraction`).
+    """
     if batch_size < 1:
         raise AgiqaError(f"batch_size must be a positive integer, got {batch_size}.")
     start = time.perf_counter()
     computed = 0
-    with store.writing():
+    with store.writing(verify=verify):
         missing = store.missing_shards()
         # Batches never straddle shards, so each shard is written as soon as it is complete.
         # The loader gets its own generator: whether the cache was warm must not change the
@@ -151,7 +166,9 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
                     if filled == len(store.shard_rows(shard)):
                         store.write_shard(shard, torch.cat(parts))
                         shard, parts, filled = next(shards, None), [], 0
-    stats = ExtractStats(store.path, store.n, computed, time.perf_counter() - start)
+        stats = ExtractStats(store.path, store.n, computed, time.perf_counter() - start)
+        if computed:
+            store.update_info({"extraction": stats.as_info()})
     if computed:
         log.info("extracted %d of %d images in %.1f s (%.1f images/s) into %s", computed,
                  store.n, stats.seconds, stats.images_per_s, store.path)
@@ -169,15 +186,9 @@ def extract_features(paths: Sequence[str], encode: Encoder, transform: Transform
     AgiqaError naming the file: nothing is skipped.
     """
     store = open_store(paths, key, fp16=fp16, shard_size=shard_size)
-    for _attempt in range(2):
-        fill_store(store, paths, encode, transform, batch_size=batch_size,
-                   num_workers=num_workers, device=device, progress=progress)
-        try:
-            return store.load()
-        except CorruptCacheError as err:
-            log.warning("%s", err)
-    raise AgiqaError(f"feature cache {store.path} is corrupted again right after being rewritten; "
-                     "check the disk, or delete the folder.")
+    return store.fill_and_load(lambda s: fill_store(
+        s, paths, encode, transform, batch_size=batch_size, num_workers=num_workers,
+        device=device, progress=progress))
 
 
 @dataclass(frozen=True)

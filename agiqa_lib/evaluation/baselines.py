@@ -7,12 +7,13 @@ not beat this number has learned little beyond "which model made this image".
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.evaluation.metrics import evaluate, within_group_srcc_stats
+from agiqa_lib.evaluation.results import ResultRecord
 from agiqa_lib.data.splits import effective_seed, has_prompts, make_split, prompt_keys
 
 MODEL_NAME = "generator_mean"
@@ -64,20 +65,14 @@ def generator_mean_baseline(df: pd.DataFrame, protocols: Sequence[str] = ("ma_ag
 
 
 def baseline_records(table: pd.DataFrame, dataset: str,
-                     target: str | None = None) -> list[dict[str, Any]]:
-    """Rows of `generator_mean_baseline` as results-file records (`agiqa_lib.evaluation.results`);
-    `plcc` is the raw PLCC and `rmse` the RMSE after the logistic fit."""
+                     target: str | None = None) -> list[ResultRecord]:
+    """Rows of `generator_mean_baseline` as results-file records (profile "none": no pixels)."""
     records = []
     for protocol, row in table.iterrows():
-        record = {"model": MODEL_NAME, "dataset": dataset, "protocol": protocol,
-                  "seed": row["seed"], "profile": "none", "selection": "none",
-                  "srcc": row["srcc"], "plcc": row["plcc"], "krcc": row["krcc"],
-                  "rmse": row["rmse_logistic"], "plcc_logistic": row["plcc_logistic"],
-                  "n": int(row["n"])}
-        if target is not None:
-            record["target"] = target
-        for key in ("within_prompt_srcc", "srcc_ci", "plcc_ci"):
-            if key in row.index:
-                record[key] = row[key]
-        records.append(record)
+        metrics = row.to_dict()
+        metrics.pop("within_group_srcc", None)  # undefined: constant inside a generator
+        records.append(ResultRecord.from_metrics(
+            metrics, model=MODEL_NAME, dataset=dataset, protocol=str(protocol),
+            seed=int(row["seed"]), profile="none", target=target,
+            within_prompt_srcc=row.get("within_prompt_srcc")))
     return records

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from agiqa_lib.evaluation.results import IDENTITY_FIELDS
+
 # (paper model, dataset, target, SRCC, PLCC, source) exactly as the papers report them.
 PAPER_RESULTS = pd.DataFrame(
     [
@@ -32,12 +34,20 @@ PAPER_RESULTS = pd.DataFrame(
 PAPER_PROTOCOL = {"ma_agiqa": "ma_agiqa", "maniqa": "ma_agiqa", "clip_agiqa": "clip_agiqa"}
 PAPER_VARIANT = {"ma_agiqa": "released_gate"}
 PAPER_SELECTION = {"clip_agiqa": "best_on_test"}
-IDENTITY = ["model", "variant", "dataset", "target", "protocol", "profile", "selection", "evaluation"]
+# Which of our PLCCs matches the paper's: MA-AGIQA's performance.py fits the 4-parameter
+# logistic first; CLIP-AGIQA reports Pearson on the raw predictions.
+PAPER_PLCC = {"ma_agiqa": "plcc_logistic", "maniqa": "plcc_logistic", "clip_agiqa": "plcc_raw"}
+# A configuration = a record's identity without the seed (seeds are summarised over).
+IDENTITY = [k for k in IDENTITY_FIELDS if k != "seed"]
+SUMMARY_METRICS = ("srcc", "krcc", "plcc_raw", "plcc_logistic", "rmse_logistic",
+                   "within_generator_srcc", "within_prompt_srcc")
 REAL_DATASETS = {"agiqa3k", "aigciqa2023", "aigiqa20k", "koniq10k", "spaq"}
 
 
-def provenance(profile: str, dataset: str) -> str:
+def provenance(profile: str, dataset: str, weights: str = "pretrained") -> str:
     """How a row may be read: a reproduction (full, real data) or a labelled stand-in."""
+    if weights == "random":
+        return "RANDOM weights: a pipeline check, the numbers mean nothing"
     if dataset not in REAL_DATASETS:
         return "synthetic demo data: not comparable to any paper"
     if profile == "full":
@@ -56,7 +66,7 @@ def _with_identity(results: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def seed_summary(results: pd.DataFrame, metrics: tuple[str, ...] = ("srcc", "plcc", "krcc", "rmse"),
+def seed_summary(results: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS,
                  confidence: float = 0.95) -> pd.DataFrame:
     """Mean over seeds per configuration, with a t-interval when there are 2+ seeds."""
     if results.empty:
@@ -77,7 +87,8 @@ def seed_summary(results: pd.DataFrame, metrics: tuple[str, ...] = ("srcc", "plc
                 row[f"{metric}_ci"] = (row[metric] - half, row[metric] + half)
             else:
                 row[f"{metric}_ci"] = None
-        row["provenance"] = provenance(str(row["profile"]), str(row["dataset"]))
+        row["provenance"] = provenance(str(row["profile"]), str(row["dataset"]),
+                                       str(row["weights"]))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -95,6 +106,7 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
         if not summary.empty:
             mask = (summary["model"] == paper.model) & (summary["dataset"] == paper.dataset) \
                 & (summary["protocol"] == PAPER_PROTOCOL[paper.model])
+            mask &= summary["weights"] != "random"  # pipeline checks never face a paper
             # a record without a target used the dataset's default target
             mask &= summary["target"].isin([paper.target, "-"])
             if paper.model in PAPER_VARIANT:
@@ -106,11 +118,13 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             matched = summary[mask]
         base = paper._asdict()
         if matched.empty:
-            rows.append({**base, "profile": None, "srcc": np.nan, "plcc": np.nan,
-                         "n_seeds": 0, "provenance": "not run in this study"})
-        for row in matched.itertuples(index=False):
-            rows.append({**base, "profile": row.profile, "srcc": row.srcc, "plcc": row.plcc,
-                         "n_seeds": row.n_seeds, "provenance": row.provenance})
+            rows.append({**base, "profile": None, "weights": None, "srcc": np.nan,
+                         "plcc": np.nan, "n_seeds": 0, "provenance": "not run in this study"})
+        plcc = PAPER_PLCC[paper.model]
+        for _, row in matched.iterrows():
+            rows.append({**base, "profile": row["profile"], "weights": row["weights"],
+                         "srcc": row["srcc"], "plcc": row.get(plcc, np.nan),
+                         "n_seeds": row["n_seeds"], "provenance": row["provenance"]})
     return pd.DataFrame(rows)
 
 

@@ -1,22 +1,126 @@
-"""The machine-readable results file: one JSON record per line, one line per evaluated run.
+"""The machine-readable results file: one typed `ResultRecord` per JSON line.
 
-Notebooks 02 and 04 append records; notebook 05 reads them all. A record names the model,
-dataset, split protocol, seed, profile and selection rule, and carries the metrics.
+Notebooks 01, 02 and 04 (and the CLI) add records; notebook 05 reads them all. A record's
+identity (`ResultRecord.identity`) says which run it describes; adding a record with the
+identity of an earlier one replaces it, so re-running a notebook never duplicates rows, and
+the report groups seeds by the same identity minus the seed.
+
+Metric names are unambiguous: `plcc_raw` (Pearson on raw predictions) and `plcc_logistic`
+(after MA-AGIQA's 4-parameter logistic), `rmse_logistic`, `within_generator_srcc`,
+`within_prompt_srcc`. Files written before these names existed (with `plcc`, `rmse`,
+`within_group_srcc`, whose meaning depended on the model) are read and converted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
 from agiqa_lib.core.io import atomic_path
 
-REQUIRED_KEYS = ("model", "dataset", "protocol", "seed", "profile", "selection",
-                 "srcc", "plcc", "krcc", "rmse", "n")
+IDENTITY_FIELDS = ("model", "variant", "dataset", "target", "protocol", "profile", "weights",
+                   "seed", "selection", "evaluation")
+METRIC_FIELDS = ("srcc", "krcc", "plcc_raw", "plcc_logistic", "rmse_logistic",
+                 "within_generator_srcc", "within_prompt_srcc")
+
+
+@dataclass
+class ResultRecord:
+    """One evaluated run: who (identity), how well (metrics) and how it was made (settings)."""
+
+    # identity
+    model: str                          # clip_agiqa, image_only_control, maniqa, ma_agiqa, ...
+    dataset: str
+    protocol: str                       # split protocol
+    profile: str                        # full, lite, tiny, or "none" for pixel-free baselines
+    seed: int | None = None
+    variant: str | None = None          # MA-AGIQA fusion variant
+    target: str | None = None           # score column (None: the dataset's default)
+    weights: str = "pretrained"         # "random": full-size architecture, random weights
+    selection: str = "none"             # epoch selection rule (best_on_val, last, ...)
+    evaluation: str = "all_test"        # which test images (all_test, as_released_drop_last)
+    # metrics
+    n: int = 0
+    srcc: float = math.nan
+    krcc: float = math.nan
+    plcc_raw: float = math.nan
+    plcc_logistic: float = math.nan
+    rmse_logistic: float = math.nan
+    fit: str | None = None              # "logistic", or "linear" when the logistic fit failed
+    srcc_ci: tuple[float, float] | None = None
+    plcc_ci: tuple[float, float] | None = None  # interval of the raw PLCC
+    within_generator_srcc: float | None = None
+    within_prompt_srcc: float | None = None
+    # how the run was made
+    epochs: int | None = None
+    best_epoch: int | None = None
+    train_seconds: float | None = None
+    precision: str | None = None
+    augmentation: str | None = None     # CLIP-AGIQA: cached views or fresh views per epoch
+    mllm_model_id: str | None = None    # MA-AGIQA: which MLLM made the semantic vectors
+    mllm_stand_in: bool | None = None
+    predictions: str | None = None      # per-image predictions file (notebook 05 reads it)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], **fields: Any) -> ResultRecord:
+        """A record from `evaluation.metrics.evaluate` output plus identity/settings fields.
+
+        `evaluate`'s `within_group_srcc` is read as the within-generator SRCC (pass
+        `within_prompt_srcc=` separately when prompts were the groups).
+        """
+        return cls(n=int(metrics["n"]), srcc=metrics["srcc"], krcc=metrics["krcc"],
+                   plcc_raw=metrics["plcc"], plcc_logistic=metrics["plcc_logistic"],
+                   rmse_logistic=metrics["rmse_logistic"], fit=metrics.get("fit"),
+                   srcc_ci=_pair(metrics.get("srcc_ci")), plcc_ci=_pair(metrics.get("plcc_ci")),
+                   **{"within_generator_srcc": metrics.get("within_group_srcc"), **fields})
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ResultRecord:
+        """Read a stored record, including those written with the older, ambiguous names."""
+        data = dict(raw)
+        if "plcc_raw" not in data and "plcc" in data:
+            # old files: `plcc` was raw for CLIP-AGIQA and baseline rows and logistic (with
+            # `plcc_raw` beside it) for MA-AGIQA rows
+            data["plcc_raw"] = data["plcc"]
+        data.pop("plcc", None)
+        if "rmse" in data:  # always the RMSE after the logistic fit
+            data.setdefault("rmse_logistic", data.pop("rmse"))
+        if "within_group_srcc" in data:  # always grouped by generator
+            data.setdefault("within_generator_srcc", data.pop("within_group_srcc"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = {**data.pop("extra", {}), **{k: data.pop(k) for k in list(data) if k not in known}}
+        for key in ("srcc_ci", "plcc_ci"):
+            data[key] = _pair(data.get(key))
+        return cls(**data, extra=extra)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What makes two records describe the same run (re-running replaces the record)."""
+        return tuple("-" if getattr(self, k) is None else str(getattr(self, k))
+                     for k in IDENTITY_FIELDS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN kept as NaN; tuples as lists)."""
+        out = dataclasses.asdict(self)
+        for key in ("srcc_ci", "plcc_ci"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    lo, hi = value
+    return float(lo), float(hi)
 
 
 def default_results_path() -> Path:
@@ -24,61 +128,49 @@ def default_results_path() -> Path:
     return Path(os.environ.get("AGIQA_RESULTS", "outputs/results.jsonl"))
 
 
-def append_result(record: dict[str, Any], path: str | os.PathLike | None = None) -> None:
-    """Append one record (must hold every key of REQUIRED_KEYS) to the results file.
-
-    A record with the same identity (model, dataset, protocol, seed, profile, selection,
-    variant) replaces the earlier one, so re-running a notebook does not duplicate rows.
-    """
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise ValueError(f"result record lacks keys {missing}")
+def add_records(records: Iterable[ResultRecord], path: str | os.PathLike | None = None) -> Path:
+    """Add records to the results file (atomically); a record replaces one of the same identity."""
     path = Path(path) if path is not None else default_results_path()
-    records = load_results_records(path)
-    key = _identity(record)
-    records = [r for r in records if _identity(r) != key] + [record]
+    new = list(records)
+    if not all(isinstance(r, ResultRecord) for r in new):
+        raise TypeError("add_records takes ResultRecord objects")
+    keys = {r.identity for r in new}
+    kept = [r for r in read_records(path) if r.identity not in keys]
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, default=_jsonable) + "\n" for r in records))
+        tmp.write_text("".join(json.dumps(r.to_dict(), default=str) + "\n"
+                               for r in kept + new))
+    return path
 
 
-def save_predictions(predictions: pd.DataFrame, record: dict[str, Any],
+def read_records(path: str | os.PathLike | None = None) -> list[ResultRecord]:
+    """All records of a results file (old and new format), [] when the file does not exist."""
+    path = Path(path) if path is not None else default_results_path()
+    if not path.exists():
+        return []
+    return [ResultRecord.from_dict(json.loads(line))
+            for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The results file as a DataFrame, one row per record, columns = ResultRecord fields."""
+    records = read_records(path)
+    columns = [f.name for f in dataclasses.fields(ResultRecord)]
+    return pd.DataFrame([r.to_dict() for r in records], columns=columns)
+
+
+def save_predictions(predictions: pd.DataFrame, record: ResultRecord,
                      out_dir: str | os.PathLike) -> Path:
-    """Write one run's per-image predictions (name, generator, mos, pred) beside the results.
+    """Write one run's per-image predictions (name, mos, pred, ...) and point the record at them.
 
-    The file name follows the record's identity; the path is stored in
-    `record["predictions"]` so notebook 05 can draw scatter plots and per-generator errors.
+    The file is named after the record's identity; notebook 05 draws scatter plots and
+    per-generator errors from it.
     """
     needed = {"name", "mos", "pred"}
     if not needed.issubset(predictions.columns):
         raise ValueError(f"predictions need columns {sorted(needed)}")
-    stem = "_".join(str(v) for v in _identity(record) if v not in ("None", ""))
+    stem = "_".join(v for v in record.identity if v not in ("-", ""))
     path = Path(out_dir) / "predictions" / f"{stem.replace('/', '-')}.csv"
     with atomic_path(path) as tmp:
         predictions.to_csv(tmp, index=False)
-    record["predictions"] = str(path)
+    record.predictions = str(path)
     return path
-
-
-def load_results_records(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """All records in the results file (empty list when it does not exist)."""
-    path = Path(path) if path is not None else default_results_path()
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The results file as a DataFrame, one row per record."""
-    return pd.DataFrame(load_results_records(path))
-
-
-def _identity(record: dict[str, Any]) -> tuple:
-    return tuple(str(record.get(k)) for k in
-                 ("model", "variant", "dataset", "protocol", "seed", "profile", "selection",
-                  "evaluation"))
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)

@@ -1,7 +1,7 @@
 """MA-AGIQA: IQA backbone tokens -> MANIQA quality feature f * w -> MoE fusion with MLLM vectors.
 
-Profiles (what differs from the released `full` model is listed here and in
-`PROFILE_MANIQA`):
+Profiles (what differs from the released `full` model is listed here and set in
+`agiqa_lib.core.profiles`):
 
 - ``full``: ViT-B/8 blocks 6-9 (3072 x 28 x 28), fine-tuned end to end with the released
   MANIQA (TABlocks over 784 tokens, widths 768 / 384, window 4) and fusion (D = 4096).
@@ -32,21 +32,12 @@ from PIL import Image
 from torch import nn
 
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.profiles import get_profile
 from agiqa_lib.ma_agiqa.maniqa import Maniqa, ManiqaConfig
 from agiqa_lib.ma_agiqa.moe import FUSION_VARIANTS, FusionConfig, FusionOutput, MoEFusion
 
-PROFILES = ("full", "lite", "tiny")
 VARIANTS = ("maniqa", *FUSION_VARIANTS)
 BACKBONE_GRID = 28  # every IQA backbone profile gives 28 x 28 = 784 tokens
-
-# MANIQA architecture per profile (in_channels comes from the backbone)
-PROFILE_MANIQA: dict[str, dict] = {
-    "full": {},
-    "lite": dict(grid=14, in_proj=128, embed_dim=64, dim_mlp=128, window_size=2),
-    "tiny": dict(grid=4, embed_dim=32, dim_mlp=32, num_heads=(2, 2), window_size=2),
-}
-# MLLM hidden size per profile (LLaMA-2-7B, MiniLM stand-in, tiny random LLaVA)
-SEMANTIC_DIMS = {"full": 4096, "lite": 384, "tiny": 64}
 
 
 @dataclass(frozen=True)
@@ -65,16 +56,13 @@ class MAAGIQAConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "MAAGIQAConfig":
-        """Inverse of `to_json`."""
-        raw = json.loads(text)
-        m = raw["maniqa"]
-        maniqa = ManiqaConfig(**{**m, "depths": tuple(m["depths"]),
-                                 "num_heads": tuple(m["num_heads"])})
-        fusion = (FusionConfig(**{**raw["fusion"], "questions": tuple(raw["fusion"]["questions"])})
-                  if raw["fusion"] else None)
-        return cls(raw["profile"], raw["variant"], maniqa, fusion, raw["train_backbone"],
-                   raw.get("mllm_model_id"))
+    def from_json(cls, text: str, path: str | os.PathLike | None = None,
+                  metadata: dict[str, str] | None = None) -> "MAAGIQAConfig":
+        """Inverse of `to_json`; unknown or missing keys and bad JSON are AgiqaErrors naming
+        the checkpoint `path` and the version that wrote it (`metadata`)."""
+        from agiqa_lib.core.checkpoints import config_from_json
+
+        return config_from_json(cls, text, path, metadata)
 
 
 class MAAGIQA(nn.Module):
@@ -130,20 +118,19 @@ def ma_agiqa_config(profile: str = "lite", variant: str = "released_gate",
                     clean_tablock: bool = False,
                     mllm_model_id: str | None = None) -> MAAGIQAConfig:
     """The MAAGIQAConfig of a profile and variant (`in_channels`: the backbone's channels)."""
-    if profile not in PROFILES:
-        raise AgiqaError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    settings = get_profile(profile)
     if variant not in VARIANTS:
         raise AgiqaError(f"unknown MA-AGIQA variant {variant!r}; choose one of "
                          f"{', '.join(VARIANTS)}")
     maniqa = ManiqaConfig(in_channels=in_channels, clean_tablock=clean_tablock,
-                          **PROFILE_MANIQA[profile])
+                          **settings.maniqa)
     fusion = None
     if variant != "maniqa":
         questions, gate = FUSION_VARIANTS[variant]
         fusion = FusionConfig(feature_dim=maniqa.num_tokens,
-                              semantic_dim=semantic_dim or SEMANTIC_DIMS[profile],
+                              semantic_dim=semantic_dim or settings.semantic_dim,
                               questions=questions, gate=gate, drop=maniqa.drop)
-    return MAAGIQAConfig(profile, variant, maniqa, fusion, train_backbone=profile == "full",
+    return MAAGIQAConfig(profile, variant, maniqa, fusion, train_backbone=settings.train_iqa_backbone,
                          mllm_model_id=mllm_model_id)
 
 
@@ -172,29 +159,36 @@ def build_from_config(cfg: MAAGIQAConfig, pretrained: bool = False) -> MAAGIQA:
 
 def save_checkpoint(model: MAAGIQA, path: str | os.PathLike,
                     extra_metadata: dict[str, str] | None = None) -> Path:
-    """Save all weights (backbone included) as safetensors with the config in the metadata."""
-    from agiqa_lib.core.io import save_tensors
+    """Save all weights (backbone included) as safetensors with the config in the metadata.
+
+    Written by `core.checkpoints.write_checkpoint`: records the library version and refuses
+    NaN/inf weights.
+    """
+    from agiqa_lib.core.checkpoints import write_checkpoint
 
     metadata = {"agiqa_model": "ma_agiqa", "profile": model.cfg.profile,
                 "variant": model.cfg.variant, "config": model.cfg.to_json(),
                 **(extra_metadata or {})}
     # clone: safetensors refuses tensors that share storage
     tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_tensors(path, tensors, metadata)
-    return Path(path)
+    return write_checkpoint(path, tensors, metadata)
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> MAAGIQA:
-    """Rebuild the model saved by `save_checkpoint` (strict: every weight must match)."""
-    from agiqa_lib.core.io import load_tensors
-    from agiqa_lib.scoring import checkpoint_metadata
+    """Rebuild the model saved by `save_checkpoint` (strict: every weight must match).
 
-    meta = checkpoint_metadata(path)
+    Bad config JSON, unknown config keys and NaN/inf weights are AgiqaErrors naming the file
+    and the version that wrote it.
+    """
+    from agiqa_lib.core.checkpoints import read_checkpoint
+
+    tensors, meta = read_checkpoint(path)
     if meta.get("agiqa_model") != "ma_agiqa" or "config" not in meta:
         raise AgiqaError(f"{path} is not an MA-AGIQA checkpoint (metadata agiqa_model="
                          f"{meta.get('agiqa_model')!r}); pass a file saved by notebook 04")
-    model = build_from_config(MAAGIQAConfig.from_json(meta["config"]), pretrained=False)
-    missing, unexpected = model.load_state_dict(load_tensors(path), strict=False)
+    model = build_from_config(MAAGIQAConfig.from_json(meta["config"], path, meta),
+                              pretrained=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise AgiqaError(f"{path} does not match the MA-AGIQA architecture it names "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-save it")
@@ -202,13 +196,18 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> MAAGIQA:
 
 
 class MAAGIQAScorer:
-    """Scores PIL images with a trained MA-AGIQA: backbone transform + MLLM vectors + model."""
+    """Scores PIL images with a trained MA-AGIQA: backbone transform + MLLM vectors + model.
 
-    def __init__(self, model: MAAGIQA, encoder=None, device: str = "cpu", batch_size: int = 8):
+    `checkpoint` names the file the model came from, for messages about its predictions.
+    """
+
+    def __init__(self, model: MAAGIQA, encoder=None, device: str = "cpu", batch_size: int = 8,
+                 checkpoint: str = ""):
         self.model = model.to(device).eval()
         self.encoder = encoder
         self.device = device
         self.batch_size = batch_size
+        self.checkpoint = checkpoint
         self.transform = model.backbone.transform(False)
 
     def semantic_vectors(self, images: list[Image.Image]) -> torch.Tensor:
@@ -222,10 +221,12 @@ class MAAGIQAScorer:
 
     @torch.inference_mode()
     def score_images(self, images: list[Image.Image]) -> np.ndarray:
-        """One predicted MOS per image."""
+        """One predicted MOS per image (any PIL mode, converted by `core.io.to_rgb`)."""
+        from agiqa_lib.core.io import to_rgb
+
         scores = []
         for start in range(0, len(images), self.batch_size):
-            batch = [im.convert("RGB") for im in images[start:start + self.batch_size]]
+            batch = [to_rgb(im) for im in images[start:start + self.batch_size]]
             pixels = torch.stack([self.transform(im) for im in batch]).to(self.device)
             semantic = (self.semantic_vectors(batch).to(self.device)
                         if self.model.needs_semantic else None)
@@ -246,5 +247,4 @@ def load_scorer(checkpoint_path: str | os.PathLike, device: str = "cpu") -> MAAG
         if encoder.dim != cfg.fusion.semantic_dim:
             raise AgiqaError(f"{checkpoint_path} was trained on {cfg.fusion.semantic_dim}-d "
                              f"semantic vectors but the {cfg.profile} MLLM gives {encoder.dim}")
-    return MAAGIQAScorer(model, encoder, device)
-
+    return MAAGIQAScorer(model, encoder, device, checkpoint=str(checkpoint_path))

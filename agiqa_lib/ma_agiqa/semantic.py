@@ -1,12 +1,17 @@
 """MA-AGIQA semantic vectors: two questions per image, one pooled MLLM vector each, cached.
 
 `extract_semantic_vectors` asks a `SemanticEncoder` (see `agiqa_lib.backbones.mllm`) the two
-released questions about every image and stores the result as ONE float16 array [N, 2, D]
-(`vectors.safetensors`, question order as in `QUESTIONS`) plus a JSON manifest, in
-`cache_dir()/semantic/<entry>/`. While running, finished shards go to a resumable
-`agiqa_lib.core.cache.FeatureStore` under `<entry>/parts/`, so a killed run resumes where it
-stopped; the single array is written (atomically) once every shard is done. A manifest that
-does not describe the requested vectors is never reused: the entry is rebuilt.
+released questions about every image and caches the result [N, 2, D] (float16, axis 1 in the
+order of `QUESTIONS`) as one `agiqa_lib.core.cache.FeatureStore` entry under
+`cache_dir()/semantic/`, like every other cached feature: same manifest, same checksums, same
+resume after a kill, same logged rebuild when anything does not match. The store's identity
+holds the model id, profile, stand-in flag, width, image placement, questions and pooling; its
+info block holds what a reader should know (stand-in note, question order, dataset name,
+extraction speed). `read_manifest` returns both.
+
+Entry folders of the previous format (one `vectors.safetensors` beside its own manifest) are no
+longer read: the vectors are extracted again into the store format, and a warning names the old
+folders so that they can be deleted.
 
 `import_official_vectors` reads the per-image `.pt` files released with MA-AGIQA
 (mPLUG-Owl2-LLaMA2-7B, [1, 4096] float16 each), refusing anything that is not such a tensor.
@@ -14,13 +19,9 @@ does not describe the requested vectors is never reused: the entry is rebuilt.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import pickle
-import re
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +31,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from agiqa_lib.core.cache import CacheKey, CorruptCacheError, FeatureStore, file_list_hash
-from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import load_tensors, open_rgb, read_json, save_tensors, sha256_file, write_json
 from agiqa_lib.backbones.mllm import STAND_IN_NOTE, SemanticEncoder
+from agiqa_lib.core.cache import CacheKey, FeatureStore, read_store_manifest
+from agiqa_lib.core.content_key import file_list_hash
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.features import ExtractStats
+from agiqa_lib.core.io import open_rgb
+from agiqa_lib.core.paths import cache_dir as default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,9 @@ QUESTIONS: dict[str, str] = {
 }
 OFFICIAL_MODEL_ID = "official:mplug-owl2-llama2-7b"
 OFFICIAL_DIM = 4096
-MANIFEST_FORMAT = "agiqa-semantic-v1"
-VECTORS_FILE = "vectors.safetensors"
-MANIFEST_FILE = "manifest.json"
+POOLING = ("mean of last-layer hidden states (after final norm) over all non-padding "
+           "positions, text and image tokens")
+VIEW = "semantic"
 
 
 # --------------------------------------------------------------------------- extraction
@@ -60,38 +64,26 @@ def extract_semantic_vectors(df: pd.DataFrame, encoder: SemanticEncoder,
 
     `encoder` is a `SemanticEncoder` (`create_mllm(...)`); axis 1 follows `QUESTIONS`
     (semantic content, coherence). `cache_dir` is the root holding the cache entries (default
-    `cache_dir()/semantic`). `resume=False` discards any cached or partial result first.
+    `cache_dir()/semantic`); `shard_size` applies when the entry is created. `resume=False`
+    discards any cached or partial result first. `dataset` is recorded in the manifest info.
     Unreadable images raise AgiqaError naming the file: nothing is skipped.
     """
     if batch_size < 1:
         raise AgiqaError(f"batch_size must be a positive integer, got {batch_size}.")
     paths = [str(p) for p in df["path"]]
-    identity = _identity(paths, encoder)
-    entry = semantic_cache_path(identity, cache_dir)
-    if not resume and entry.exists():
-        log.info("semantic cache %s discarded (resume=False)", entry)
-        shutil.rmtree(entry)
-    cached = _read_entry(entry, identity)
-    if cached is not None:
-        return cached.float()
-    store = FeatureStore(_store_key(identity), n=len(paths),
-                         files_hash=identity["file_list_sha256"], dtype=torch.float16,
-                         shard_size=shard_size, root=entry / "parts")
-    stats = _fill(store, paths, encoder, batch_size, progress)
-    try:
-        vectors = store.load()
-    except CorruptCacheError as err:  # a shard rotted between writing and reading: redo it
-        log.warning("%s", err)
-        stats = _fill(store, paths, encoder, batch_size, progress)
-        vectors = store.load()
-    _write_entry(entry, identity, vectors, dataset=dataset, extraction=stats)
-    shutil.rmtree(entry / "parts", ignore_errors=True)
+    store = _store(paths, encoder, cache_dir, shard_size)
+    if not resume and store.path.exists():
+        store.discard("resume=False: every vector is computed again")
+    if not store.complete:
+        _warn_old_format(store.path.parent)
+    vectors = store.fill_and_load(
+        lambda s: _fill(s, paths, encoder, batch_size, progress, dataset))
     return vectors.float()
 
 
 def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch_size: int,
-          progress: bool) -> dict[str, float]:
-    """Compute the missing shards (both questions per batch) and log images/s."""
+          progress: bool, dataset: str | None) -> None:
+    """Compute the missing shards (both questions per batch); record notes and images/s."""
     questions = list(QUESTIONS.values())
     start, computed = time.perf_counter(), 0
     with store.writing():
@@ -108,130 +100,79 @@ def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch
                     bar.update(len(images))
                     computed += len(images)
                 store.write_shard(shard, torch.cat(parts))
-    seconds = time.perf_counter() - start
-    rate = computed / seconds if computed and seconds > 0 else float("nan")
+        stats = ExtractStats(store.path, store.n, computed, time.perf_counter() - start)
+        if computed or not store.info:
+            store.update_info({**_info(encoder, dataset), "extraction": stats.as_info()})
     if computed:
-        log.info("semantic vectors: %d images in %.1f s (%.2f images/s, %s)", computed, seconds,
-                 rate, encoder.model_id)
-    return {"images_computed": computed, "seconds": round(seconds, 3),
-            "images_per_s": round(rate, 4) if computed else None}
+        log.info("semantic vectors: %d images in %.1f s (%.2f images/s, %s)", computed,
+                 stats.seconds, stats.images_per_s, encoder.model_id)
 
 
 # --------------------------------------------------------------------------- cache entries
 
 
-def _identity(paths: Sequence[str], encoder) -> dict[str, Any]:
-    """Everything the vectors depend on; a cached entry is reused only if this matches exactly."""
-    return {
-        "format": MANIFEST_FORMAT,
-        "file_list_sha256": file_list_hash(paths),
-        "n": len(paths),
-        "model_id": encoder.model_id,
-        "profile": encoder.profile,
-        "is_stand_in": bool(encoder.is_stand_in),
-        "dim": int(encoder.dim),
-        "image_placement": encoder.image_placement,
-        "questions": dict(QUESTIONS),
-        "pooling": "mean of last-layer hidden states (after final norm) over all non-padding "
-                   "positions, text and image tokens",
-    }
+def _store(paths: Sequence[str], source, cache_dir: str | os.PathLike | None = None,
+           shard_size: int = 64) -> FeatureStore:
+    """The cache entry of `source`'s vectors (an encoder, or `OfficialVectorsSource`) for `paths`.
 
-
-def _store_key(identity: dict[str, Any]) -> CacheKey:
-    """Key of the scratch store of partial shards (inside an entry already keyed by identity)."""
-    questions = hashlib.sha256(json.dumps(identity["questions"], sort_keys=True).encode())
-    return CacheKey(dataset="semantic", model_id=identity["model_id"],
-                    profile=identity["profile"],
-                    transform=f"semantic:{identity['image_placement']}:"
-                              f"{questions.hexdigest()[:16]}:dim{identity['dim']}")
-
-
-def semantic_cache_path(identity: dict[str, Any], cache_dir: str | os.PathLike | None = None
-                        ) -> Path:
-    """Folder of the cache entry for an identity (see `semantic_cache_entry`)."""
-    from agiqa_lib.core.paths import cache_dir as default_cache_dir
-
+    The vectors depend on the images' bytes, not on the dataset's name, so the key has none.
+    """
+    key = CacheKey(dataset=None, model_id=source.model_id, profile=source.profile,
+                   transform="the encoder's own image processor", view=VIEW,
+                   params={"is_stand_in": bool(source.is_stand_in), "dim": int(source.dim),
+                           "image_placement": source.image_placement,
+                           "questions": dict(QUESTIONS), "pooling": POOLING})
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "semantic"
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{identity['profile']}-{identity['model_id']}")
-    return root / f"{slug.strip('-')[:60]}-{digest}"
+    return FeatureStore(key, len(paths), file_list_hash(paths), dtype=torch.float16,
+                        shard_size=shard_size, root=root)
 
 
-def semantic_cache_entry(df: pd.DataFrame, encoder: SemanticEncoder, cache_dir: str | os.PathLike | None = None
-                         ) -> Path:
+def _info(source, dataset: str | None) -> dict[str, Any]:
+    """The manifest's info block: what a reader of the vectors should know (not identity)."""
+    return {"note": _note(source.model_id, bool(source.is_stand_in)),
+            "question_order": list(QUESTIONS), "dataset": dataset}
+
+
+def _note(model_id: str, is_stand_in: bool) -> str:
+    if is_stand_in:
+        return f"STAND-IN vectors ({STAND_IN_NOTE})."
+    if model_id == OFFICIAL_MODEL_ID:
+        return "Official MA-AGIQA vectors (mPLUG-Owl2-LLaMA2-7B), imported from .pt files."
+    return f"Pooled last-layer hidden states of {model_id}."
+
+
+def _warn_old_format(root: Path) -> None:
+    """Name the entry folders of the previous cache format under `root` (they are not read)."""
+    old = sorted(file.parent.name for file in root.glob("*/vectors.safetensors"))
+    if old:
+        log.warning("semantic cache %s holds %d folder(s) of the previous format (%s), which are "
+                    "no longer read: the vectors are extracted again into the feature-store "
+                    "format; delete those folders to free the space", root, len(old),
+                    ", ".join(old[:3]) + (", ..." if len(old) > 3 else ""))
+
+
+def semantic_cache_entry(df: pd.DataFrame, encoder: SemanticEncoder,
+                         cache_dir: str | os.PathLike | None = None) -> Path:
     """Folder where `extract_semantic_vectors(df, encoder, cache_dir)` keeps its result."""
-    return semantic_cache_path(_identity([str(p) for p in df["path"]], encoder), cache_dir)
+    return _store([str(p) for p in df["path"]], encoder, cache_dir).path
 
 
 def read_manifest(entry: str | os.PathLike) -> dict[str, Any]:
-    """The JSON manifest of a finished cache entry (identity, stand-in note, extraction speed)."""
-    path = Path(entry) / MANIFEST_FILE
-    if not path.is_file():
-        raise AgiqaError(f"no semantic-vector manifest at {path}; run the extraction first.")
-    return read_json(path)
+    """What a finished semantic-vector entry holds, from its store manifest.
 
-
-def _read_entry(entry: Path, identity: dict[str, Any]) -> torch.Tensor | None:
-    """The cached [N, 2, D] array if the entry is complete and describes `identity`, else None.
-
-    A manifest or array that does not match is logged and its entry deleted (never reused).
+    Keys: `identity` (model_id, profile, is_stand_in, dim, image_placement, questions, pooling,
+    files_hash, n, dtype, ...), `shape` [N, 2, D], and the info block: `note`, `dataset`,
+    `question_order`, `extraction` ({images_computed, seconds, images_per_s} of the run that
+    finished it, or {imported_from}). Raises AgiqaError for a missing or unfinished entry.
     """
-    manifest_path, vectors_path = entry / MANIFEST_FILE, entry / VECTORS_FILE
-    if not manifest_path.is_file():
-        return None
-    problem = ""
-    try:
-        manifest = read_json(manifest_path)
-        recorded = manifest.get("identity")
-        if recorded != identity:
-            changed = sorted(k for k in set(recorded or {}) | set(identity)
-                             if (recorded or {}).get(k) != identity.get(k))
-            problem = f"manifest describes other vectors (differs in {changed})"
-        elif sha256_file(vectors_path) != manifest.get("vectors_sha256"):
-            problem = "vectors file missing or its checksum differs from the manifest"
-        else:
-            vectors = load_tensors(vectors_path)["vectors"]
-            expected = (identity["n"], len(QUESTIONS), identity["dim"])
-            if tuple(vectors.shape) != expected or vectors.dtype != torch.float16:
-                problem = f"array {tuple(vectors.shape)} {vectors.dtype}, expected {expected} fp16"
-            else:
-                return vectors
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        problem = f"unreadable ({type(err).__name__}: {err})"
-    log.warning("semantic cache %s is rebuilt: %s", entry, problem)
-    shutil.rmtree(entry)
-    return None
-
-
-def _write_entry(entry: Path, identity: dict[str, Any], vectors: torch.Tensor,
-                 dataset: str | None, extraction: dict[str, Any] | None) -> None:
-    """Write the single fp16 array, then the manifest (atomically, array first)."""
-    vectors = vectors.to(torch.float16).contiguous()
-    save_tensors(entry / VECTORS_FILE, {"vectors": vectors},
-                 metadata={"model_id": identity["model_id"], "profile": identity["profile"],
-                           "is_stand_in": str(identity["is_stand_in"]).lower()})
-    manifest = {
-        "identity": identity,
-        "dataset": dataset,
-        "question_order": list(QUESTIONS),
-        "shape": list(vectors.shape),
-        "dtype": "float16",
-        "vectors_file": VECTORS_FILE,
-        "vectors_sha256": sha256_file(entry / VECTORS_FILE),
-        "extraction": extraction,
-        "note": _note(identity),
-    }
-    write_json(entry / MANIFEST_FILE, manifest)
-
-
-def _note(identity: dict[str, Any]) -> str:
-    if identity["is_stand_in"]:
-        return f"STAND-IN vectors ({STAND_IN_NOTE})."
-    if identity["model_id"] == OFFICIAL_MODEL_ID:
-        return "Official MA-AGIQA vectors (mPLUG-Owl2-LLaMA2-7B), imported from .pt files."
-    return f"Pooled last-layer hidden states of {identity['model_id']}."
-
-
+    manifest = read_store_manifest(entry)
+    identity = manifest["identity"]
+    if not manifest["complete"] or identity.get("view") != VIEW:
+        raise AgiqaError(f"{entry} is not a finished semantic-vector cache entry; run "
+                         "`agiqa semantic extract` (or `agiqa semantic import`) first.")
+    note = _note(str(identity.get("model_id")), bool(identity.get("is_stand_in")))
+    return {"dataset": None, "extraction": None, "note": note, **manifest["info"],
+            "identity": identity, "shape": [identity.get("n"), *(manifest["item_shape"] or [])]}
 
 
 # --------------------------------------------------------------------------- official vectors
@@ -298,27 +239,28 @@ def cache_official_vectors(df: pd.DataFrame, folder: str | os.PathLike,
     Read them back with `load_cached_vectors(df, OfficialVectorsSource(), cache_dir)`.
     """
     vectors = import_official_vectors(folder, list(df["name"]))
-    identity = _identity([str(p) for p in df["path"]], OfficialVectorsSource())
-    entry = semantic_cache_path(identity, cache_dir)
-    _write_entry(entry, identity, vectors, dataset=dataset,
-                 extraction={"imported_from": str(Path(folder).resolve())})
-    return entry
+    source = OfficialVectorsSource()
+    store = _store([str(p) for p in df["path"]], source, cache_dir)
+    with store.writing():
+        store.write_all(vectors)
+        store.update_info({**_info(source, dataset),
+                           "extraction": {"imported_from": str(Path(folder).resolve())}})
+    return store.path
 
 
 def load_cached_vectors(df: pd.DataFrame, source, cache_dir: str | os.PathLike | None = None
                         ) -> torch.Tensor:
     """The finished cached vectors [N, 2, D] (float32) of `df` for an encoder or source.
 
-    Raises AgiqaError when there is no matching entry (run the extraction or import first).
+    Raises AgiqaError when there is no matching entry (run the extraction or import first),
+    and CorruptCacheError (an AgiqaError) when a shard fails its checksum.
     """
-    identity = _identity([str(p) for p in df["path"]], source)
-    entry = semantic_cache_path(identity, cache_dir)
-    vectors = _read_entry(entry, identity)
-    if vectors is None:
+    store = _store([str(p) for p in df["path"]], source, cache_dir)
+    if not store.complete:
         raise AgiqaError(f"no cached semantic vectors of {source.model_id} for these "
-                         f"{len(df)} images (looked in {entry}); run `agiqa semantic extract` "
-                         "or `agiqa semantic import` first.")
-    return vectors.float()
+                         f"{len(df)} images (looked in {store.path}); run `agiqa semantic "
+                         "extract` or `agiqa semantic import` first.")
+    return store.load().float()
 
 
 # --------------------------------------------------------------------------- analysis

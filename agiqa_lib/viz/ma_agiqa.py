@@ -11,7 +11,8 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from agiqa_lib.ma_agiqa.train import StudyResult, TrainConfig
+from agiqa_lib.ma_agiqa.config import TrainConfig
+from agiqa_lib.ma_agiqa.study import StudyResult
 from agiqa_lib.viz.exploration import save_figure
 
 __all__ = ["save_figure", "parameter_table", "plot_lr_schedule", "plot_training_curves",
@@ -72,7 +73,7 @@ def plot_training_curves(study: StudyResult) -> plt.Figure:
 
 def results_table(table: pd.DataFrame) -> pd.DataFrame:
     """Test metrics per variant, all-test and as-released evaluation side by side (mean over seeds)."""
-    cols = ["srcc", "plcc", "krcc", "rmse", "within_group_srcc", "n"]
+    cols = ["srcc", "plcc_logistic", "krcc", "rmse_logistic", "within_generator_srcc", "n"]
     mean = table.groupby(["variant", "evaluation"], sort=False)[cols].mean()
     wide = mean.unstack("evaluation")
     wide.columns = [f"{metric} ({evaluation})" for metric, evaluation in wide.columns]

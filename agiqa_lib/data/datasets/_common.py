@@ -1,20 +1,27 @@
 """Shared checks for the dataset loaders: find files, read score tables, validate, pick the target.
 
-Every problem the user can fix (wrong folder, missing file, bad column, missing images) raises
-`AgiqaError` with one message naming the file and what was expected.
+Every problem the user can fix (wrong folder, missing file, unreadable or ragged table, bad
+column, missing images) raises `AgiqaError` with one message naming the file (and line) and
+what was expected. Doubtful but usable data (scores outside the dataset's documented range,
+image names listed twice) gives a warning with counts. Every score table (CSV or Excel) is read
+by `read_table`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from agiqa_lib.core.errors import AgiqaError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+EXCEL_SUFFIXES = (".xlsx", ".xls")
 LEADING_COLUMNS = ["name", "path", "mos", "prompt", "generator", "prompt_id", "official_split"]
 MAX_LISTED = 5
 
@@ -49,15 +56,103 @@ def find_optional(root: Path, candidates: Sequence[str]) -> Path | None:
     return None
 
 
-def read_table(path: Path, header: int | None = 0) -> pd.DataFrame:
-    """Read a CSV (any line endings, optional BOM) or an Excel sheet into strings-or-numbers."""
+def read_table(path: Path, columns: Sequence[str] = (), header: int | None = 0,
+               text: bool = False) -> pd.DataFrame:
+    """Read a score table (CSV, or an Excel sheet for .xlsx/.xls) through one set of checks.
+
+    CSV files must be UTF-8 (a BOM is allowed; any line endings). Other encodings are refused
+    rather than guessed: Latin-1 and Windows-1252 read the same bytes differently, and a
+    mis-decoded prompt would silently change prompt groups. Every row must have as many fields
+    as the first (a ragged row is named by its line; pandas would otherwise shift the columns
+    or stop with a tokenizer error). An empty file, a table without data rows and, with
+    `header=0`, missing `columns` are AgiqaErrors naming the file. `text=True` keeps every cell
+    as a string ("" for empty cells); otherwise pandas infers numbers and empty cells are NaN.
+    """
     try:
-        if path.suffix.lower() in (".xlsx", ".xls"):
-            return pd.read_excel(path, header=header, keep_default_na=False, na_values=[""])
-        return pd.read_csv(path, header=header, encoding="utf-8-sig", keep_default_na=False,
-                           na_values=[""], skipinitialspace=False)
-    except (ValueError, OSError, pd.errors.ParserError, KeyError) as err:
-        raise AgiqaError(f"could not read score file '{path}': {err}") from err
+        data = path.read_bytes()
+    except OSError as err:
+        raise AgiqaError(f"cannot read score file '{path}' ({err}); check its permissions") from None
+    expected = f" with the columns {','.join(columns)}" if columns else ""
+    if not data:
+        raise AgiqaError(f"score file '{path}' is empty (0 bytes); expected a table{expected}, "
+                         "so re-download or re-export it")
+    if path.suffix.lower() in EXCEL_SUFFIXES:
+        df = _read_excel(path, data, header, text)
+    else:
+        df = _read_csv(path, data, header, text, expected)
+    if df.shape[1] == 0:
+        raise AgiqaError(f"score file '{path}' holds no table; expected a header row{expected} "
+                         "and one row per image")
+    if header is not None:
+        require_columns(df, columns, path)
+    if df.empty:
+        raise AgiqaError(f"score file '{path}' has no data rows (only a header); expected one row "
+                         "per image")
+    return df
+
+
+def _read_csv(path: Path, data: bytes, header: int | None, text: bool,
+              expected: str) -> pd.DataFrame:
+    """CSV bytes `data` (read from `path`) as a DataFrame after checking encoding, quoting and
+    row widths."""
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise AgiqaError(f"score file '{path}' is not UTF-8 text: byte 0x{data[err.start]:02X} on "
+                         f"line {line} cannot be decoded (the file may be Latin-1 or "
+                         "Windows-1252), so re-save it as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
+                         ) from None
+    records = _csv_records(content, path)
+    if not records:
+        raise AgiqaError(f"score file '{path}' is empty (blank lines only); expected a header "
+                         f"row{expected} and one row per image")
+    first_line, first = records[0]
+    for line, fields in records[1:]:
+        if len(fields) != len(first):
+            what = "the header" if header is not None else "the first row"
+            raise AgiqaError(f"score file '{path}' line {line} has {len(fields)} fields but {what} "
+                             f"(line {first_line}) has {len(first)}{expected}; put text that "
+                             "contains commas in double quotes or fix the row")
+    options = {"dtype": str} if text else {"na_values": [""]}
+    try:
+        return pd.read_csv(io.StringIO(content), header=header, keep_default_na=False, **options)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise AgiqaError(f"could not parse score file '{path}' ({err}); expected a "
+                         f"comma-separated table{expected}") from None
+
+
+def _csv_records(content: str, path: Path) -> list[tuple[int, list[str]]]:
+    """(first line number, fields) of every CSV record; bad quoting is an AgiqaError.
+
+    Lines holding only whitespace are skipped, as pandas skips them.
+    """
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+    records, line = [], 1
+    try:
+        for fields in reader:
+            if len(fields) > 1 or (fields and fields[0].strip()):
+                records.append((line, fields))
+            line = reader.line_num + 1
+    except csv.Error as err:
+        raise AgiqaError(f"score file '{path}' has broken quoting in the record starting on line "
+                         f"{line} ({err}); every double quote that opens a field must close it, "
+                         "so fix or remove that quote") from None
+    return records
+
+
+def _read_excel(path: Path, data: bytes, header: int | None, text: bool) -> pd.DataFrame:
+    """The first sheet of Excel bytes `data` (read from `path`); an AgiqaError when they are not
+    a readable workbook."""
+    options = {"dtype": str} if text else {"na_values": [""]}
+    try:
+        return pd.read_excel(io.BytesIO(data), header=header, keep_default_na=False, **options)
+    except ImportError as err:
+        raise AgiqaError(f"reading the Excel file '{path}' needs a package that is missing "
+                         f"({err}); install openpyxl or export the sheet as UTF-8 CSV") from None
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:
+        raise AgiqaError(f"score sheet '{path}' is not a readable Excel workbook ({err}); "
+                         "re-download it or re-save it as .xlsx") from None
 
 
 def require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
@@ -95,8 +190,39 @@ def check_images(paths: pd.Series, where: str) -> None:
     if missing:
         shown = ", ".join(Path(p).name for p in missing[:MAX_LISTED])
         raise AgiqaError(f"{len(missing)} of {len(paths)} images listed by the score file are "
-                         f"missing from {where} (first: {shown}); check the images folder or pass "
-                         f"check_files=False for a scores-only analysis")
+                         f"missing from {where} ({len(paths) - len(missing)} found; first missing: "
+                         f"{shown}); check the images folder or pass check_files=False for a "
+                         "scores-only analysis")
+
+
+def check_scores(df: pd.DataFrame, ranges: Mapping[str, tuple[float, float]], source: str,
+                 dataset: str, name_column: str = "name") -> None:
+    """Warn, with counts and a few names, about doubtful but usable scores.
+
+    A value outside its column's documented range (`ranges`: column -> (low, high), from the
+    dataset's paper) suggests a rescaled or mislabelled file; an image name listed more than
+    once would put one image in several rows (and possibly in train and test). Empty values are
+    not checked here (`numeric_column` refuses them where they matter).
+    """
+    names = df[name_column].astype(str)
+    for column, (low, high) in ranges.items():
+        if column not in df.columns:
+            continue
+        values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+        outside = np.flatnonzero((values < low) | (values > high))
+        if len(outside):
+            shown = ", ".join(f"{names.iloc[i]}: {values[i]:g}" for i in outside[:MAX_LISTED])
+            warnings.warn(f"{source}: {len(outside)} of {len(values)} value(s) of '{column}' lie "
+                          f"outside {dataset}'s documented range {low:g}-{high:g} (e.g. {shown}); "
+                          "check that the file belongs to this dataset and was not rescaled",
+                          stacklevel=2)
+    repeated = names[names.duplicated(keep=False)]
+    if len(repeated):
+        shown = ", ".join(f"{name} x{count}" for name, count
+                          in repeated.value_counts(sort=False).head(MAX_LISTED).items())
+        warnings.warn(f"{source} lists {repeated.nunique()} image name(s) more than once "
+                      f"({len(repeated)} rows; e.g. {shown}); each copy is kept as its own row, "
+                      "so remove the duplicates unless they are intended", stacklevel=2)
 
 
 def resolve_target(dataset: str, target: str | None, targets: dict[str, str], default: str) -> str:

@@ -5,7 +5,7 @@ authenticity, correspondence; a ~25-75 z-score scale), `DATA/STD/SD1.mat`..`SD3.
 same order; optional here), images `Image/allimg/{i}.png`. Image i comes from generator
 `i // 400` in the order below and shows prompt `(i % 400) // 4`. Prompt texts come from
 `AIGCIQA2023_Prompts.xlsx` (distributed beside `DATA/`, no header row, prompt in the third
-column) when present.
+column) when present. Scores outside 0-100 give a warning.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from agiqa_lib.data.datasets._common import (check_images, find_file, find_optional, finish,
-                                        read_table, require_root, resolve_target)
+from agiqa_lib.data.datasets._common import (check_images, check_scores, find_file,
+                                             find_optional, finish, read_table, require_root,
+                                             resolve_target)
 from agiqa_lib.core.errors import AgiqaError
 
 N_IMAGES = 2400
@@ -27,6 +28,7 @@ GENERATORS = ["Controlnet", "DALLE", "Glide", "Lafite", "stable-diffusion", "Uni
 ASPECTS = ["quality", "authenticity", "correspondence"]
 TARGETS = {aspect: f"mos_{aspect}" for aspect in ASPECTS} | {"align": "mos_correspondence"}
 DEFAULT_TARGET = "quality"
+MOS_RANGE = (0.0, 100.0)  # MOSz: z-scores rescaled to 0-100 (observed ~25-75)
 PROMPT_FILES = ["AIGCIQA2023_Prompts.xlsx", "DATA/AIGCIQA2023_Prompts.xlsx",
                 "DATA/MOS/AIGCIQA2023_Prompts.xlsx", "AIGCIQA2023_Prompts.csv",
                 "DATA/AIGCIQA2023_Prompts.csv", "DATA/MOS/AIGCIQA2023_Prompts.csv"]
@@ -36,8 +38,10 @@ def read_mat_vector(path: Path, key: str) -> np.ndarray:
     """The 2400 values stored under `key` in a MATLAB file; AgiqaError if absent or misshaped."""
     try:
         mat = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError, OSError) as err:
-        raise AgiqaError(f"could not read MATLAB file '{path}': {err}") from err
+    except (ValueError, NotImplementedError, OSError, scipy.io.matlab.MatReadError) as err:
+        raise AgiqaError(f"could not read MATLAB file '{path}' ({err}); expected the official "
+                         f"MATLAB v5 file with a 2400x1 variable '{key}', so re-download it"
+                         ) from None
     if key not in mat:
         found = [k for k in mat if not k.startswith("__")]
         raise AgiqaError(f"MATLAB file '{path}' has no variable '{key}' (found {found})")
@@ -89,6 +93,8 @@ def load(root: str | Path | None, target: str | None = None,
         std_file = find_optional(root, [f"DATA/STD/SD{k}.mat"])
         if std_file is not None:
             df[f"std_{aspect}"] = read_mat_vector(std_file, "SD")
+    check_scores(df, {f"mos_{aspect}": MOS_RANGE for aspect in ASPECTS},
+                 f"MOS files under '{root / 'DATA' / 'MOS'}'", "AIGCIQA2023")
 
     if check_files:
         check_images(df["path"], f"'{root / 'Image' / 'allimg'}'")

@@ -3,7 +3,9 @@
 Official release: `info_train.csv` (or `.xlsx`) and, when present, `info_val` / `info_test`,
 columns `name,prompt,mos` (MOS 0-5); images in `train/`, `val/`, `test/` named
 `{Generator}_{NNNN}.png`. The split a row comes from is kept as `official_split`. A val/test
-sheet without MOS values (labels withheld, as during the challenge) gives NaN MOS.
+sheet without MOS values (labels withheld, as during the challenge) gives NaN MOS. MOS outside
+0-5, or a name listed twice in one sheet, gives a warning; a name in two sheets is an error
+(the official splits would share an image).
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agiqa_lib.data.datasets._common import (check_images, find_file, find_optional, finish,
-                                        numeric_column, read_table, require_columns,
-                                        require_root, resolve_target)
+from agiqa_lib.data.datasets._common import (check_images, check_scores, find_file,
+                                             find_optional, finish, numeric_column, read_table,
+                                             require_root, resolve_target)
 from agiqa_lib.core.errors import AgiqaError
 
 SPLITS = ["train", "val", "test"]
 TARGETS = {"mos": "mos", "quality": "mos"}
 DEFAULT_TARGET = "mos"
+MOS_RANGE = (0.0, 5.0)
 
 
 def info_candidates(split: str) -> list[str]:
@@ -30,14 +33,13 @@ def info_candidates(split: str) -> list[str]:
 
 def read_split(root: Path, split: str, path: Path) -> pd.DataFrame:
     """One split's score sheet with `path`, `generator` and `official_split` added."""
-    df = read_table(path)
-    require_columns(df, ["name", "prompt"] + (["mos"] if split == "train" else []), path)
-    df = df.copy()
+    df = read_table(path, ["name", "prompt"] + (["mos"] if split == "train" else []))
     df["name"] = df["name"].astype(str).str.strip()
     if "mos" in df.columns and (split == "train" or df["mos"].notna().any()):
         df["mos"] = numeric_column(df, "mos", path, "name")
     else:
         df["mos"] = np.nan
+    check_scores(df, {"mos": MOS_RANGE}, f"score sheet '{path}'", "AIGIQA-20K")
     df["path"] = [str(root / name) if "/" in name else str(root / split / name)
                   for name in df["name"]]
     stems = df["name"].map(lambda n: Path(n).stem)
@@ -58,10 +60,12 @@ def load(root: str | Path | None, target: str | None = None,
         if path is not None:
             parts.append(read_split(root, split, path))
     df = pd.concat(parts, ignore_index=True)
-    duplicated = df["name"][df["name"].duplicated()]
-    if len(duplicated):
-        raise AgiqaError(f"image names appear in more than one AIGIQA-20K score sheet under "
-                         f"'{root}' (first: {duplicated.iloc[0]})")
+    sheets_per_name = df.groupby("name", sort=False)["official_split"].nunique()
+    shared = sheets_per_name.index[sheets_per_name > 1]
+    if len(shared):
+        raise AgiqaError(f"{len(shared)} image name(s) appear in more than one AIGIQA-20K score "
+                         f"sheet under '{root}' (first: {shared[0]}); the official splits must not "
+                         "share images, so remove the duplicates")
     if check_files:
         check_images(df["path"], f"'{root}' (train/, val/, test/)")
     return finish(df, target_column)

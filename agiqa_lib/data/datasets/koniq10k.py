@@ -5,6 +5,8 @@ Official release: `koniq10k_scores_and_distributions.csv`
 `koniq10k_distributions_sets.csv` (`image_name,c1..c5,c_total,MOS,SD,set`, MOS 0-100, official
 `training`/`validation`/`test` split in `set`); images in `1024x768/` or `512x384/`.
 When both files are present the scores file gives the scores and the sets file the split.
+MOS_zscore is on a 0-100 scale; values outside the documented ranges, and image names listed
+twice, give a warning.
 """
 
 from __future__ import annotations
@@ -13,26 +15,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from agiqa_lib.data.datasets._common import (check_images, find_optional, finish, numeric_column,
-                                        read_table, require_columns, require_root,
-                                        resolve_target)
+from agiqa_lib.data.datasets._common import (check_images, check_scores, find_optional, finish,
+                                             numeric_column, read_table, require_root,
+                                             resolve_target)
 from agiqa_lib.core.errors import AgiqaError
 
 SCORES_FILE = "koniq10k_scores_and_distributions.csv"
 SETS_FILE = "koniq10k_distributions_sets.csv"
 COUNT_COLUMNS = ["c1", "c2", "c3", "c4", "c5", "c_total"]
 IMAGE_DIRS = ["1024x768", "512x384"]
+# documented score ranges by the file's extra column (scores file: MOS_zscore; sets file: set)
+SCORE_RANGES = {"MOS_zscore": {"MOS": (1.0, 5.0), "MOS_zscore": (0.0, 100.0)},
+                "set": {"MOS": (0.0, 100.0)}}
 SET_NAMES = {"training": "train", "train": "train", "validation": "val", "val": "val",
              "test": "test"}
 
 
 def read_scores(path: Path, extra: str) -> pd.DataFrame:
     """One KonIQ CSV with its numeric columns checked (`extra` is MOS_zscore or set)."""
-    df = read_table(path)
-    columns = ["image_name", *COUNT_COLUMNS, "MOS", "SD", extra]
-    require_columns(df, columns, path)
+    df = read_table(path, ["image_name", *COUNT_COLUMNS, "MOS", "SD", extra])
     for column in [*COUNT_COLUMNS, "MOS", "SD"] + (["MOS_zscore"] if extra == "MOS_zscore" else []):
         df[column] = numeric_column(df, column, path, "image_name")
+    check_scores(df, SCORE_RANGES[extra], f"score file '{path}'", "KonIQ-10k", "image_name")
     return df
 
 
@@ -60,8 +64,7 @@ def load(root: str | Path | None, target: str | None = None,
     if scores_path is not None:
         df = read_scores(scores_path, "MOS_zscore")
         if sets_path is not None:
-            sets = read_table(sets_path)
-            require_columns(sets, ["image_name", "set"], sets_path)
+            sets = read_table(sets_path, ["image_name", "set"])
             split = dict(zip(sets["image_name"], official_split(sets, sets_path)))
             df["official_split"] = df["image_name"].map(split)
     else:

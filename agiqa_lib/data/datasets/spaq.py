@@ -2,7 +2,8 @@
 
 Official release: `Annotations/MOS and Image attribute scores.xlsx` (`Image name,MOS,
 Brightness,Colorfulness,Contrast,Noisiness,Sharpness`) and images `TestImage/NNNNN.jpg`.
-Any of the attribute columns can be chosen as the target instead of MOS.
+Any of the attribute columns can be chosen as the target instead of MOS. MOS and attributes
+are on a 0-100 scale (values outside, and image names listed twice, give a warning).
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from agiqa_lib.data.datasets._common import (check_images, find_file, finish, numeric_column,
-                                        read_table, require_columns, require_root,
-                                        resolve_target)
+from agiqa_lib.data.datasets._common import (check_images, check_scores, find_file, finish,
+                                             numeric_column, read_table, require_root,
+                                             resolve_target)
 
 SCORE_FILE = "Annotations/MOS and Image attribute scores.xlsx"
 IMAGE_DIR = "TestImage"
 SCORE_COLUMNS = ["MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"]
 TARGETS = {column.lower(): column for column in SCORE_COLUMNS}
 DEFAULT_TARGET = "mos"
+SCORE_RANGE = (0.0, 100.0)
 
 
 def load(root: str | Path | None, target: str | None = None,
@@ -28,10 +30,11 @@ def load(root: str | Path | None, target: str | None = None,
     root = require_root(root, "spaq", f"'{SCORE_FILE}' and {IMAGE_DIR}/")
     target_column = resolve_target("spaq", target, TARGETS, DEFAULT_TARGET)
     score_file = find_file(root, [SCORE_FILE], "spaq", "score sheet")
-    df = read_table(score_file)
-    require_columns(df, ["Image name", *SCORE_COLUMNS], score_file)
+    df = read_table(score_file, ["Image name", *SCORE_COLUMNS])
     for column in SCORE_COLUMNS:
         df[column] = numeric_column(df, column, score_file, "Image name")
+    check_scores(df, dict.fromkeys(SCORE_COLUMNS, SCORE_RANGE), f"score sheet '{score_file}'",
+                 "SPAQ", name_column="Image name")
     df = df.rename(columns={"Image name": "name"})
     df["name"] = df["name"].astype(str).str.strip()
     df["path"] = [str(root / IMAGE_DIR / name) for name in df["name"]]

@@ -1,0 +1,156 @@
+"""MA-AGIQA's data side: one dataset ready for training, and the released augmentation.
+
+`prepare_data` loads a dataset, splits it, and computes (once, cached) what the model reads:
+the frozen IQA backbone's tokens for `lite`/`tiny` (for `full` the images themselves are read
+at every step, since the ViT is fine-tuned) and the MLLM semantic vectors. `MAItems` serves
+(input, semantic vectors, MOS, row) to a DataLoader and applies the released augmentation
+to training items.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
+from agiqa_lib.backbones.mllm import create_mllm
+from agiqa_lib.core.cache import CacheKey
+from agiqa_lib.core.features import describe_transform, extract_features
+from agiqa_lib.core.io import open_rgb
+from agiqa_lib.core.profiles import get_profile
+from agiqa_lib.data.datasets import load_dataset
+from agiqa_lib.data.splits import make_split
+from agiqa_lib.ma_agiqa.config import MAStudyConfig
+from agiqa_lib.ma_agiqa.model import MAAGIQA, ma_agiqa_config
+from agiqa_lib.ma_agiqa.semantic import extract_semantic_vectors
+
+
+@dataclass
+class PreparedData:
+    """One dataset ready for training: rows, split, model inputs and semantic vectors.
+
+    `tokens` [N, C, grid * grid] fp16 for frozen-backbone profiles, None for `full` (images
+    are read from `df.path`). `semantic` [N, 2, D] (None when only MANIQA alone is trained).
+    """
+
+    dataset: str
+    profile: str
+    protocol: str
+    df: pd.DataFrame
+    split: pd.Series
+    tokens: torch.Tensor | None
+    semantic: torch.Tensor | None
+    mllm_model_id: str | None = None
+    mllm_is_stand_in: bool = False
+    in_channels: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def rows(self, part: str) -> np.ndarray:
+        """Row positions of one part ("train", "val", "test")."""
+        return np.flatnonzero(self.split.to_numpy() == part)
+
+    @property
+    def semantic_dim(self) -> int | None:
+        """D of the semantic vectors."""
+        return None if self.semantic is None else int(self.semantic.shape[-1])
+
+
+def prepare_data(cfg: MAStudyConfig) -> PreparedData:
+    """Load the dataset, split it, compute (cached) backbone tokens and MLLM vectors.
+
+    `cfg.limit` keeps N rows evenly spaced over the file (quick looks, every generator
+    kept); every other row choice is the protocol's. Vectors are computed only when a
+    variant of `cfg` fuses them.
+    """
+    df = load_dataset(cfg.dataset, cfg.root, target=cfg.target)
+    if cfg.limit is not None:
+        df = df.iloc[np.linspace(0, len(df) - 1, min(cfg.limit, len(df))).astype(int)]
+        df = df.reset_index(drop=True)
+    split = make_split(df, cfg.protocol, seed=cfg.split_seed)
+    device = cfg.torch_device
+    timings: dict[str, float] = {}
+    trained = get_profile(cfg.profile).train_iqa_backbone
+    # a fine-tuned backbone's weights are loaded with the model (`train.new_model`)
+    backbone = create_iqa_backbone(cfg.profile, pretrained=not trained)
+    tokens = None
+    if not trained:
+        start = time.perf_counter()
+        tokens = backbone_tokens(df, backbone, cfg, device)
+        timings["tokens_s"] = time.perf_counter() - start
+    semantic, stand_in, mllm_id = None, False, None
+    if cfg.needs_semantic:
+        encoder = create_mllm(cfg.profile, device=str(device),
+                              model_id=cfg.mllm_model_id if cfg.profile == "full" else None)
+        start = time.perf_counter()
+        semantic = extract_semantic_vectors(df, encoder, dataset=cfg.dataset,
+                                            progress=cfg.progress)
+        timings["semantic_s"] = time.perf_counter() - start
+        stand_in, mllm_id = bool(encoder.is_stand_in), encoder.model_id
+    return PreparedData(cfg.dataset, cfg.profile, cfg.protocol, df, split, tokens, semantic,
+                        mllm_model_id=mllm_id, mllm_is_stand_in=stand_in,
+                        in_channels=backbone.out_channels, timings=timings)
+
+
+def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, cfg: MAStudyConfig,
+                    device: torch.device) -> torch.Tensor:
+    """Frozen backbone tokens pooled to the profile's MANIQA grid, [N, C, grid^2] fp16, cached."""
+    probe = MAAGIQA(ma_agiqa_config(cfg.profile, "maniqa", backbone.out_channels), backbone)
+    probe.to(device).eval()
+    transform = backbone.transform(False)
+    key = CacheKey(dataset=cfg.dataset, model_id=f"{backbone.model_id}/pool{probe.cfg.maniqa.grid}",
+                   profile=cfg.profile, transform=describe_transform(transform))
+    return extract_features([str(p) for p in df["path"]], probe.tokens, transform, key,
+                            batch_size=16, fp16=True, progress=cfg.progress, device=device)
+
+
+def augment(x: torch.Tensor, rng: np.random.Generator, prob: float = 0.7,
+            flip: str = "as_released") -> torch.Tensor:
+    """Released train augmentation of one [C, H, W] image or token grid.
+
+    With probability `prob` rotate by k * 90 degrees, k in {1, 2, 3} w.p. 0.33/0.33/0.34
+    (`np.rot90(x, k, axes=(1, 2))`); then with probability `prob` flip: over H as released
+    ("horizontal" in the code, vertical in effect), or over W for `flip="horizontal"`.
+    """
+    if rng.random() < prob:
+        x = torch.rot90(x, int(rng.choice([1, 2, 3], p=[0.33, 0.33, 0.34])), dims=(1, 2))
+    if rng.random() < prob:
+        x = torch.flip(x, dims=(1,) if flip == "as_released" else (2,))
+    return x
+
+
+class MAItems(Dataset):
+    """(input, semantic, mos, row) for some rows; augments when `train` (seeded per epoch/row).
+
+    The input is the cached token grid [C, N] when the data has tokens, else the image
+    through `transform` [3, 224, 224].
+    """
+
+    def __init__(self, data: PreparedData, rows: np.ndarray, grid: int, seed: int,
+                 augmentation: tuple[float, str] | None = None,
+                 transform: Callable | None = None) -> None:
+        self.data, self.rows, self.grid, self.seed = data, rows, grid, seed
+        self.augmentation, self.transform, self.epoch = augmentation, transform, 0
+        self.mos = torch.tensor(data.df["mos"].to_numpy(dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        if self.data.tokens is not None:
+            x = self.data.tokens[row].float().unflatten(1, (self.grid, self.grid))
+        else:
+            x = self.transform(open_rgb(self.data.df["path"].iloc[row]))
+        if self.augmentation is not None:
+            prob, flip = self.augmentation
+            x = augment(x, np.random.default_rng([self.seed, self.epoch, row]), prob, flip)
+        if self.data.tokens is not None:
+            x = x.flatten(1)
+        sem = self.data.semantic[row] if self.data.semantic is not None else torch.zeros(0)
+        return x, sem, self.mos[row], row

@@ -1,0 +1,141 @@
+"""The MA-AGIQA study of notebook 04 and `agiqa train-ma`, in the steps both papers share.
+
+1. `prepare(cfg)`: dataset, split, cached backbone tokens (lite/tiny) and semantic vectors.
+2. `train(data, cfg, variant, seed)`: one resumable run of one variant, tested once on its
+   best-val epoch (every test image, and the released drop_last subset).
+3. `evaluate(runs)`: one table row per variant x seed x evaluation; `records(run, data, cfg)`
+   one `ResultRecord` per evaluation (predictions saved); `seed_summary` over seeds.
+`run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
+from agiqa_lib.ma_agiqa.config import MAStudyConfig
+from agiqa_lib.ma_agiqa.data import PreparedData, prepare_data
+from agiqa_lib.ma_agiqa.model import save_checkpoint
+from agiqa_lib.ma_agiqa.train import SELECTION, RunResult, new_model, train_run
+
+
+def prepare(cfg: MAStudyConfig) -> PreparedData:
+    """Dataset, split, cached backbone tokens and (when a variant fuses them) MLLM vectors."""
+    return prepare_data(cfg)
+
+
+def run_dir(cfg: MAStudyConfig, variant: str, seed: int) -> Path:
+    """Folder of one run's resumable state."""
+    return (cfg.out / "runs" / f"{cfg.dataset}_{cfg.profile}_{cfg.protocol}"
+            / f"{variant}_seed{seed}_{cfg.flip}{'_clean' if cfg.clean_tablock else ''}")
+
+
+def train(data: PreparedData, cfg: MAStudyConfig, variant: str, seed: int) -> RunResult:
+    """Train one variant with one seed (resuming a killed run) and test its best-val epoch."""
+    model = new_model(data, variant, seed, clean_tablock=cfg.clean_tablock)
+    return train_run(model, data, cfg.train_config(seed), run_dir(cfg, variant, seed),
+                     progress=cfg.progress)
+
+
+def records(run: RunResult, data: PreparedData, cfg: MAStudyConfig) -> list[ResultRecord]:
+    """One ResultRecord per evaluation of a run; the all-test predictions are saved beside
+    the results (notebook 05 reads them)."""
+    out = []
+    for evaluation, metrics in run.metrics.items():
+        record = ResultRecord.from_metrics(
+            metrics, model="maniqa" if run.variant == "maniqa" else "ma_agiqa",
+            variant=run.variant, dataset=cfg.dataset, protocol=cfg.protocol,
+            profile=cfg.profile, seed=run.seed, target=cfg.target, selection=SELECTION,
+            evaluation=evaluation, epochs=len(run.history), best_epoch=run.best_epoch,
+            train_seconds=round(run.seconds, 1), precision=cfg.precision,
+            mllm_model_id=data.mllm_model_id if run.variant != "maniqa" else None,
+            mllm_stand_in=data.mllm_is_stand_in if run.variant != "maniqa" else None,
+            extra={"flip": cfg.flip, "clean_tablock": cfg.clean_tablock})
+        if evaluation == "all_test":
+            save_predictions(run.predictions, record, cfg.out)
+        out.append(record)
+    return out
+
+
+def evaluate(runs: list[RunResult]) -> pd.DataFrame:
+    """One row per variant x seed x evaluation: SRCC, KRCC, PLCC (raw and logistic), RMSE,
+    within-generator SRCC, bootstrap CIs, chosen epoch and training time."""
+    rows = []
+    for r in runs:
+        for evaluation, m in r.metrics.items():
+            rows.append({"variant": r.variant, "seed": r.seed, "evaluation": evaluation,
+                         "srcc": m["srcc"], "krcc": m["krcc"], "plcc_raw": m["plcc"],
+                         "plcc_logistic": m["plcc_logistic"],
+                         "rmse_logistic": m["rmse_logistic"],
+                         "within_generator_srcc": m.get("within_group_srcc"),
+                         "srcc_ci": m.get("srcc_ci"), "plcc_ci": m.get("plcc_ci"), "n": m["n"],
+                         "best_epoch": r.best_epoch, "train_seconds": round(r.seconds, 1)})
+    return pd.DataFrame(rows)
+
+
+def seed_summary(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean and t-interval across seeds of test SRCC / PLCC per variant and evaluation."""
+    out = []
+    for (variant, evaluation), g in table.groupby(["variant", "evaluation"], sort=False):
+        row = {"variant": variant, "evaluation": evaluation, "seeds": len(g)}
+        for metric in ("srcc", "plcc_logistic", "within_generator_srcc"):
+            values = g[metric].to_numpy(dtype=float)
+            mean = float(np.mean(values))
+            half = (float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) *
+                          np.std(values, ddof=1) / np.sqrt(len(values)))
+                    if len(values) > 1 else float("nan"))
+            row.update({metric: mean, f"{metric}_lo": mean - half, f"{metric}_hi": mean + half})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+@dataclass
+class StudyResult:
+    """All runs of a study plus the summary table (one row per variant x seed x evaluation)."""
+
+    data: PreparedData
+    runs: list[RunResult]
+    table: pd.DataFrame
+
+    def run(self, variant: str, seed: int | None = None) -> RunResult:
+        """The run of `variant` (first seed unless given)."""
+        for r in self.runs:
+            if r.variant == variant and (seed is None or r.seed == seed):
+                return r
+        raise KeyError(f"no run of variant {variant!r} seed {seed}")
+
+
+def run(cfg: MAStudyConfig, data: PreparedData | None = None) -> StudyResult:
+    """Train every variant for every seed, add the records to the results file, tabulate."""
+    data = data if data is not None else prepare(cfg)
+    runs = []
+    for seed in cfg.seeds:
+        for variant in cfg.variants:
+            result = train(data, cfg, variant, seed)
+            runs.append(result)
+            if cfg.results_path is not None:
+                add_records(records(result, data, cfg), cfg.results_path)
+    return StudyResult(data, runs, evaluate(runs))
+
+
+def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
+                           variant: str | None = None) -> Path:
+    """Save one run's model as `{out_dir}/checkpoints/ma_agiqa_{dataset}_{profile}.safetensors`.
+
+    Default: the released-gate run if trained, else the first run. Loadable by
+    `ma_agiqa.model.load_scorer` (and `agiqa score`).
+    """
+    variants = [r.variant for r in study.runs]
+    variant = variant or ("released_gate" if "released_gate" in variants else variants[0])
+    chosen = study.run(variant)
+    path = cfg.out / "checkpoints" / f"ma_agiqa_{cfg.dataset}_{cfg.profile}.safetensors"
+    test = chosen.metrics["all_test"]
+    return save_checkpoint(chosen.model.cpu(), path, {
+        "dataset": cfg.dataset, "protocol": cfg.protocol, "seed": str(chosen.seed),
+        "best_epoch": str(chosen.best_epoch), "test_srcc": f"{test['srcc']:.4f}",
+        "mllm_stand_in": str(study.data.mllm_is_stand_in)})

@@ -1,0 +1,64 @@
+"""Study configs (one frozen dataclass per study), the profile table and device handling."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+from agiqa_lib.core.config import resolve_device
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.profiles import PROFILE_NAMES, PROFILES, get_profile
+from agiqa_lib.ma_agiqa.config import MAStudyConfig, train_config
+from agiqa_lib.ma_agiqa.model import ma_agiqa_config
+
+
+def test_configs_are_frozen_and_built_from_a_notebook_namespace():
+    namespace = {"dataset": "agiqa3k", "variants": ["maniqa", "softmax_gate"], "seeds": [1, 2],
+                 "fast": False, "pd": object(), "unrelated": 3}
+    cfg = MAStudyConfig.from_mapping(namespace)
+    assert cfg.variants == ("maniqa", "softmax_gate") and cfg.seeds == (1, 2)
+    assert cfg.protocol == "ma_agiqa" and cfg.needs_semantic
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.profile = "full"
+    assert cfg.replace(profile="tiny").profile == "tiny"
+
+
+def test_fast_shrinks_every_schedule_and_bad_values_are_one_sentence():
+    clip = ClipStudyConfig(fast=True, epochs=100, n_aug_views=8)
+    assert (clip.epochs, clip.n_aug_views, clip.n_boot) == (2, 1, 100)
+    ma = MAStudyConfig(fast=True)
+    assert (ma.limit, ma.epochs) == (96, 2)
+    for bad in (dict(profile="huge"), dict(precision="fp8"), dict(device="gpu"),
+                dict(n_boot=0), dict(variants=("gated",)), dict(seeds=()),
+                dict(flip="diagonal")):
+        with pytest.raises(AgiqaError):
+            MAStudyConfig(**bad)
+
+
+def test_devices_resolve_or_say_what_to_pass():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available()
+                                                          else "cpu")
+    assert resolve_device("auto").type == expected
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(AgiqaError, match=f"has {count} usable CUDA"):
+        resolve_device(f"cuda:{count}")
+    with pytest.raises(AgiqaError, match="cuda:N"):
+        resolve_device("tpu")
+
+
+def test_one_profile_table_drives_architecture_and_training():
+    assert PROFILE_NAMES == ("full", "lite", "tiny")
+    with pytest.raises(AgiqaError, match="full, lite, tiny"):
+        get_profile("medium")
+    for name, profile in PROFILES.items():
+        cfg = ma_agiqa_config(name, "released_gate", in_channels=64)
+        assert cfg.fusion.semantic_dim == profile.semantic_dim
+        assert cfg.train_backbone == profile.train_iqa_backbone
+        assert all(getattr(cfg.maniqa, k) == v for k, v in profile.maniqa.items())
+        train = train_config(name)
+        assert all(getattr(train, k) == v for k, v in profile.ma_training.items())
+    assert train_config("full").lr == 1e-5 and train_config("full").epochs == 30  # as released
