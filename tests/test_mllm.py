@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.backbones.mllm import (DEFAULT_FULL_MODEL, HFSemanticEncoder,
-                                      LiteSemanticEncoder, LiteStandInConfig, build_prompt,
-                                      create_mllm, expand2square, masked_mean,
-                                      tiny_mplug_owl2_dir)
+from agiqa_lib.backbones.lite_semantic import LiteSemanticEncoder, LiteStandInConfig
+from agiqa_lib.backbones.mllm import (DEFAULT_FULL_MODEL, HFSemanticEncoder, build_prompt,
+                                      create_mllm, tiny_mplug_owl2_dir)
+from agiqa_lib.backbones.semantic_encoder import expand2square, masked_mean
 from agiqa_lib.backbones.tiny_vlm import build_tiny_vlm
 
 Q_SHORT = "Is it sharp?"
@@ -149,7 +149,7 @@ def test_folder_without_config_is_a_clear_error(tmp_path):
 
 
 def test_bad_options_are_clear_errors():
-    with pytest.raises(AgiqaError, match="unknown MLLM profile"):
+    with pytest.raises(AgiqaError, match="unknown profile"):
         create_mllm("huge")
     with pytest.raises(AgiqaError, match="image_placement"):
         create_mllm("lite", image_placement="middle")

@@ -12,7 +12,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from agiqa_lib.backbones.mllm import (DEFAULT_FULL_MODEL, TINY_MPLUG_OWL2_ID, create_mllm,
-                                      expand2square, tiny_mplug_owl2_dir)
+                                      tiny_mplug_owl2_dir)
+from agiqa_lib.backbones.semantic_encoder import expand2square
 from agiqa_lib.backbones.mplug_owl2.config import MPLUGOwl2Config
 from agiqa_lib.backbones.mplug_owl2.encoder import MPLUGOwl2SemanticEncoder
 from agiqa_lib.backbones.mplug_owl2.loading import is_mplug_owl2, load_mplug_owl2

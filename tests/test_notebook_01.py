@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from agiqa_lib.evaluation.results import load_results
+from notebook_checks import check_clean_run, execute
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "01_data_exploration.ipynb"
 FIGURES = ["01_score_distributions", "01_generator_boxplots", "01_quality_vs_alignment",
            "01_best_worst", "01_generator_mean_baseline"]
 
 
 def run_notebook(tmp_path: Path, **parameters) -> Path:
-    import papermill
-
     out_dir = tmp_path / "outputs"
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "01_executed.ipynb"),
-                               parameters={"out_dir": str(out_dir), **parameters},
-                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
-    for name in FIGURES:
-        figure = out_dir / "figures" / f"{name}.png"
-        assert figure.is_file() and figure.stat().st_size > 5000, figure
+    executed = execute("01_data_exploration", tmp_path / "01_executed.ipynb", tmp_path,
+                       out_dir=str(out_dir), **parameters)
+    check_clean_run(executed, out_dir, FIGURES)  # saved, shown inline, no warnings
     return out_dir
 
 
@@ -48,4 +41,3 @@ def test_notebook_on_real_agiqa3k(agiqa3k_root, tmp_path):
     ma = load_results(results).set_index("protocol").loc["ma_agiqa"]
     assert ma["n"] == 597
     assert ma["srcc"] == pytest.approx(0.73, abs=0.01)  # see test_baselines for the tolerance
-

@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
 
 from agiqa_lib.evaluation.results import load_results
+from notebook_checks import check_clean_run, execute, output_text
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "02_clip_prompt_learning.ipynb"
 FIGURES = ["02_quality_bins", "02_learning_curves", "02_results", "02_pred_vs_mos"]
 
 
 @pytest.mark.slow
 def test_notebook_on_demo_with_tiny_clip(tmp_path):
-    import papermill
-
     out_dir, results = tmp_path / "outputs", tmp_path / "results.jsonl"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "02_executed.ipynb"),
-        parameters={"dataset": "demo", "profile": "tiny", "fast": True, "out_dir": str(out_dir),
-                    "results_path": str(results)},
-        kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
-    for name in FIGURES:
-        figure = out_dir / "figures" / f"{name}.png"
-        assert figure.is_file() and figure.stat().st_size > 5000, figure
+    executed = execute("02_clip_prompt_learning", tmp_path / "02_executed.ipynb", tmp_path,
+                       dataset="demo", profile="tiny", fast=True, out_dir=str(out_dir),
+                       results_path=str(results))
+    check_clean_run(executed, out_dir, FIGURES)
+    text = output_text(executed)
+    assert "context vector 15 (learned)" in text and "[6, 20, 32]" in text  # prompt anatomy
+    folded = float(re.search(r"folded MLP\(x\)\| over \d+ test images: (\S+)", text).group(1))
+    assert folded < 1e-5  # the prompts fold into the first bias
+    assert re.search(r"train CLIP-AGIQA \([^)]*\): 2/2 epochs in", text)  # one summary line
     records = load_results(results)
     rows = set(zip(records["model"], records["selection"]))
     assert rows == {("zero_shot_clip_iqa", "none"), ("ridge_probe", "none"), ("svr_probe", "none"),

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
-
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_results.ipynb"
+from notebook_checks import check_clean_run, execute
 
 
 def _results(tmp_path: Path) -> Path:
@@ -35,13 +34,8 @@ def _results(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_notebook_05_draws_every_section(tmp_path):
-    import papermill
-
     results = _results(tmp_path)
     out_dir = tmp_path / "out"
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "05.ipynb"),
-                               parameters={"results_path": str(results), "out_dir": str(out_dir)},
-                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
-    for name in ("05_pred_vs_mos", "05_generator_error", "05_ablations"):
-        figure = out_dir / "figures" / f"{name}.png"
-        assert figure.is_file() and figure.stat().st_size > 5000, figure
+    executed = execute("05_results", tmp_path / "05.ipynb", tmp_path,
+                       results_path=str(results), out_dir=str(out_dir))
+    check_clean_run(executed, out_dir, ["05_pred_vs_mos", "05_generator_error", "05_ablations"])

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+
+from notebook_checks import figure_count, warning_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +25,8 @@ def run_all(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 def test_help_lists_options(tmp_path):
     proc = run_all("--help", tmp_path=tmp_path)
     assert proc.returncode == 0
-    for option in ("--dataset", "--root", "--profile", "--out", "--fast", "--only", "--param"):
+    for option in ("--dataset", "--root", "--profile", "--out", "--fast", "--only", "--param",
+                   "--device", "--publish", "--publish-to"):
         assert option in proc.stdout
 
 
@@ -32,16 +36,35 @@ def test_unknown_option_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_fast_demo_run_of_01_and_05_writes_notebooks_figures_results(tmp_path):
-    out = tmp_path / "out"
-    proc = run_all("--fast", "--only", "01", "--only", "05", "--out", str(out), tmp_path=tmp_path)
+def test_fast_demo_run_of_01_and_05_writes_and_publishes_notebooks(tmp_path):
+    out, published = tmp_path / "out", tmp_path / "published"
+    proc = run_all("--fast", "--only", "01", "--only", "05", "--out", str(out),
+                   "--publish-to", str(published), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(p.name for p in (out / "notebooks").iterdir()) == [
-        "01_data_exploration.ipynb", "05_results.ipynb"]
+    names = ["01_data_exploration.ipynb", "05_results.ipynb"]
+    assert sorted(p.name for p in (out / "notebooks").iterdir()) == names
     assert (out / "figures" / "01_generator_mean_baseline.png").is_file()
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["model"] for r in records} == {"generator_mean"}
     assert {r["dataset"] for r in records} == {"demo"}
+    for name in names:  # a clean run: no warnings in the executed notebooks
+        assert warning_lines(nbformat.read(out / "notebooks" / name, as_version=4)) == []
+
+    reference = published / "notebooks" / "reference" / "demo_lite"
+    assert sorted(p.name for p in reference.iterdir()) == names
+    for name in names:
+        path = reference / name
+        text = path.read_text()
+        assert path.stat().st_size < 1_000_000
+        assert str(tmp_path) not in text and str(REPO) not in text and "<out>" in text
+        notebook = nbformat.read(path, as_version=4)
+        assert "jupytext" not in notebook.metadata  # not paired: opening it writes no .py
+        assert set(notebook.metadata.get("papermill", {})) <= {"parameters"}
+        assert all("papermill" not in c.metadata and "execution" not in c.metadata
+                   for c in notebook.cells)
+    assert figure_count(nbformat.read(reference / names[0], as_version=4)) == 5
+    figure = published / "figures" / "01_best_worst.png"
+    assert 0 < figure.stat().st_size < (out / "figures" / "01_best_worst.png").stat().st_size
 
 
 @pytest.mark.slow

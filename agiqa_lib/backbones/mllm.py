@@ -25,70 +25,21 @@ image tokens alike: one forward pass, no generation. Three weight profiles:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from agiqa_lib.backbones.lite_semantic import load_lite_encoder
+from agiqa_lib.backbones.semantic_encoder import (SemanticEncoder, check_placement,
+                                                  expand2square, masked_mean, mean_colour,
+                                                  token_layout_dict)
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.profiles import get_profile
 
-PROFILES = ("full", "lite", "tiny")
-IMAGE_PLACEMENTS = ("after_text", "before_text")
 DEFAULT_FULL_MODEL = "MAGAer13/mplug-owl2-llama2-7b"  # the paper's MLLM
 TINY_MPLUG_OWL2_ID = "tiny:mplug-owl2-tiny-v1:seed0"
-STAND_IN_NOTE = ("lite stand-in: EfficientNet-Lite0 features read with the question by the "
-                 "MiniLM sentence encoder; NOT an MLLM's judgement")
-
-
-class SemanticEncoder(nn.Module):
-    """Common interface: ``encode(images, question) -> [B, dim]`` plus identity attributes."""
-
-    profile: str
-    model_id: str
-    dim: int
-    is_stand_in: bool
-    image_placement: str
-
-    def encode(self, images: list[Image.Image], question: str | list[str]) -> torch.Tensor:
-        """Pooled last-layer hidden states, one row per image (float32, CPU)."""
-        raise NotImplementedError
-
-    def encode_questions(self, images: list[Image.Image], questions: list[str]) -> torch.Tensor:
-        """[B, Q, dim]: every image asked every question (subclasses may share work)."""
-        return torch.stack([self.encode(images, question) for question in questions], dim=1)
-
-    def describe(self, question: str = "{question}") -> str:
-        """A few lines for notebooks and logs: model, profile, width and the input layout."""
-        raise NotImplementedError
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `hidden` [B, L, D] over the positions where `mask` [B, L] is 1 (any padding side)."""
-    mask = mask.to(hidden.dtype).unsqueeze(-1)  # [B, L, 1]
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-
-
-def expand2square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Pad an RGB image to a centred square with `background` (as mPLUG-Owl2/LLaVA release)."""
-    image = image.convert("RGB")
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    square = Image.new("RGB", (side, side), background)
-    square.paste(image, ((side - width) // 2, (side - height) // 2))
-    return square
-
-
-def _mean_colour(mean: tuple[float, ...] | list[float]) -> tuple[int, int, int]:
-    """The processor's normalisation mean as an 8-bit RGB colour (int(x * 255), as released)."""
-    return tuple(int(x * 255) for x in mean)  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- full / tiny
 
 
 class HFSemanticEncoder(SemanticEncoder):
@@ -97,7 +48,7 @@ class HFSemanticEncoder(SemanticEncoder):
     def __init__(self, model: nn.Module, processor, *, profile: str, model_id: str,
                  image_placement: str = "after_text") -> None:
         super().__init__()
-        _check_placement(image_placement)
+        check_placement(image_placement)
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.profile = profile
@@ -106,11 +57,32 @@ class HFSemanticEncoder(SemanticEncoder):
         self.is_stand_in = False
         self.dim = int(model.config.get_text_config().hidden_size)
         mean = getattr(processor.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-        self.pad_colour = _mean_colour(mean)
+        self.pad_colour = mean_colour(mean)
 
     def build_prompt(self, question: str) -> str:
         """The chat-template prompt with one image placed before or after the question."""
         return build_prompt(self.processor, question, self.image_placement)
+
+    def token_layout(self, question: str) -> dict:
+        """Where the image tokens sit in the sequence the mean pools over (notebook 03).
+
+        The processor expands the image token into the model's visual tokens (576 for
+        LLaVA-1.5); a blank image of the padding colour stands in for a real one.
+        """
+        prompt = self.build_prompt(question)
+        blank = Image.new("RGB", (224, 224), self.pad_colour)
+        ids = self.processor(text=[prompt], images=[blank], return_tensors="pt")["input_ids"][0]
+        tokenizer = self.processor.tokenizer
+        image_id = getattr(self.processor, "image_token_id", None)
+        if image_id is None:
+            image_id = tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        where = (ids == image_id).nonzero().flatten().tolist()
+        if not where:
+            raise AgiqaError(f"the processor of {self.model_id} did not put image tokens in "
+                             "the prompt; its token layout is unknown")
+        tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+        return token_layout_dict(prompt, tokens[:where[0]], tokens[where[-1] + 1:],
+                                 where[-1] + 1 - where[0])
 
     def describe(self, question: str = "{question}") -> str:
         """Model, profile, width, and the exact prompt (image token shown once)."""
@@ -151,7 +123,7 @@ def build_prompt(processor, question: str, placement: str = "after_text") -> str
     gives ``USER: {question}\\n<image> ASSISTANT:``, the shape of MA-AGIQA's released
     mPLUG-Owl2 prompt ``USER: {question}\\n<|image|> ASSISTANT:``.
     """
-    _check_placement(placement)
+    check_placement(placement)
     text, image = {"type": "text", "text": question}, {"type": "image"}
     content = [text, image] if placement == "after_text" else [image, text]
     prompt = _render(processor, content)
@@ -207,150 +179,6 @@ def load_hf_encoder(model_id: str | os.PathLike, *, profile: str = "full",
                              model_id=stable_id, image_placement=image_placement)
 
 
-# --------------------------------------------------------------------------- lite
-
-
-@dataclass(frozen=True)
-class LiteStandInConfig:
-    """Lite stand-in: how many image tokens the Lite0 features become, and the projection seed."""
-
-    n_image_tokens: int = 4
-    seed: int = 0
-    image_size: int = 224
-    version: str = "v1"
-
-
-class LiteSemanticEncoder(SemanticEncoder):
-    """Stand-in: Lite0 image features -> a few MiniLM token embeddings, read with the question.
-
-    Lite0's pooled ImageNet features (1280-d) go through a fixed random linear map (seeded)
-    to `n_image_tokens` vectors, each rescaled to the mean norm of MiniLM's word embeddings,
-    and inserted before or after the question tokens; the MiniLM encoder reads the sequence
-    and its last hidden states are mean-pooled over all positions (384-d). Not an MLLM.
-    """
-
-    def __init__(self, image_trunk: nn.Module, text_model: nn.Module, tokenizer,
-                 config: LiteStandInConfig = LiteStandInConfig(),
-                 image_placement: str = "after_text") -> None:
-        super().__init__()
-        _check_placement(image_placement)
-        self.config = config
-        self.image_trunk = image_trunk
-        self.text_model = text_model
-        self.tokenizer = tokenizer
-        width = text_model.config.hidden_size
-        self.project = nn.Linear(image_trunk.num_features, config.n_image_tokens * width)
-        generator = torch.Generator().manual_seed(config.seed)
-        with torch.no_grad():
-            nn.init.normal_(self.project.weight, std=image_trunk.num_features ** -0.5,
-                            generator=generator)
-            self.project.bias.zero_()
-            word_norms = text_model.get_input_embeddings().weight.norm(dim=-1)
-        self.register_buffer("token_norm", word_norms.mean())
-        self.eval().requires_grad_(False)
-        self.profile = "lite"
-        self.image_placement = image_placement
-        self.is_stand_in = True
-        self.dim = int(width)
-        self.model_id = (f"lite:effnet-lite0+minilm-l6:tokens{config.n_image_tokens}"
-                         f"-seed{config.seed}:{config.version}")
-        self.pad_colour = _mean_colour((0.5, 0.5, 0.5))  # Lite0 normalises with mean 0.5
-
-    def describe(self, question: str = "{question}") -> str:
-        """Model, width and the token layout of the stand-in."""
-        image = " ".join(["<img>"] * self.config.n_image_tokens)
-        layout = (f"[CLS] {question} {image} [SEP]" if self.image_placement == "after_text"
-                  else f"[CLS] {image} {question} [SEP]")
-        return (f"{self.model_id} (profile lite, {self.dim}-d)\n{STAND_IN_NOTE}\n"
-                f"encoder input: {layout}")
-
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pixels [B,3,H,W] + question tokens [B,L] (with [CLS]/[SEP]) -> pooled [B, 384]."""
-        return self.read(self.image_trunk(pixels), input_ids, attention_mask)
-
-    def read(self, features: torch.Tensor, input_ids: torch.Tensor,
-             attention_mask: torch.Tensor) -> torch.Tensor:
-        """Lite0 features [B, 1280] read with the question tokens by MiniLM -> pooled [B, 384]."""
-        batch = features.shape[0]
-        image_tokens = self.project(features).view(batch, self.config.n_image_tokens, -1)
-        image_tokens = F.normalize(image_tokens, dim=-1) * self.token_norm  # [B, P, W]
-        words = self.text_model.get_input_embeddings()(input_ids)  # [B, L, W]
-        ones = attention_mask.new_ones(batch, self.config.n_image_tokens)
-        if self.image_placement == "before_text":  # [CLS] image question [SEP]
-            embeds = torch.cat([words[:, :1], image_tokens, words[:, 1:]], dim=1)
-            mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
-        else:  # [CLS] question image [SEP]: image tokens right after the last question token
-            embeds, mask = _insert_before_sep(words, attention_mask, image_tokens)
-        hidden = self.text_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        return masked_mean(hidden, mask)
-
-    @torch.inference_mode()
-    def encode(self, images: list[Image.Image], question: str | list[str]) -> torch.Tensor:
-        """Stand-in vectors [B, 384] for the images asked `question`."""
-        questions = [question] * len(images) if isinstance(question, str) else list(question)
-        if len(questions) != len(images):
-            raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        return self._read_all(self._features(images), [questions])[:, 0]
-
-    @torch.inference_mode()
-    def encode_questions(self, images: list[Image.Image], questions: list[str]) -> torch.Tensor:
-        """[B, Q, 384]; the image features are computed once for all questions."""
-        return self._read_all(self._features(images), [[q] * len(images) for q in questions])
-
-    def _features(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = torch.stack([self.preprocess(im) for im in images])
-        return self.image_trunk(pixels.to(self.token_norm.device))  # [B, 1280]
-
-    def _read_all(self, features: torch.Tensor, question_lists: list[list[str]]) -> torch.Tensor:
-        out = []
-        for questions in question_lists:  # one list of B questions per output column
-            tokens = self.tokenizer(questions, padding=True, return_tensors="pt")
-            tokens = tokens.to(features.device)
-            out.append(self.read(features, tokens["input_ids"], tokens["attention_mask"]))
-        return torch.stack(out, dim=1).float().cpu()  # [B, Q, 384]
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """Pad to square (mean colour), resize bicubic, scale to [-1, 1] (Lite0's mean=std=0.5)."""
-        size = self.config.image_size
-        square = expand2square(image, self.pad_colour).resize((size, size), Image.BICUBIC)
-        pixels = torch.frombuffer(bytearray(square.tobytes()), dtype=torch.uint8)
-        pixels = pixels.view(size, size, 3).permute(2, 0, 1).float() / 255.0
-        return (pixels - 0.5) / 0.5
-
-
-def _insert_before_sep(words: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Insert `extra` [B,P,W] before each row's [SEP] (last unmasked token); padding stays last."""
-    batch, length, width = words.shape
-    n_extra = extra.shape[1]
-    lengths = mask.sum(dim=1)  # [B], [SEP] sits at lengths - 1 (right padding)
-    out = words.new_zeros(batch, length + n_extra, width)
-    out_mask = mask.new_zeros(batch, length + n_extra)
-    for row in range(batch):
-        sep = int(lengths[row]) - 1
-        out[row] = torch.cat([words[row, :sep], extra[row], words[row, sep:]])
-        out_mask[row, : sep + 1 + n_extra] = 1
-    return out, out_mask
-
-
-def load_lite_encoder(image_placement: str = "after_text", device: str = "cpu",
-                      config: LiteStandInConfig = LiteStandInConfig()) -> LiteSemanticEncoder:
-    """Assemble the lite stand-in from the packaged Lite0 and MiniLM weights (offline)."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from agiqa_lib.backbones.weights import create_lite0, minilm_path
-
-    trunk = create_lite0(pretrained=True, num_classes=0).eval()  # pooled 1280-d features
-    path = minilm_path()
-    text_model = AutoModel.from_pretrained(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return LiteSemanticEncoder(trunk, text_model, tokenizer, config, image_placement).to(device)
-
-
-# --------------------------------------------------------------------------- factory
-
-
 def tiny_vlm_dir() -> Path:
     """Where the tiny random LLaVA of the generic path is kept (built by `build_tiny_vlm`)."""
     from agiqa_lib.backbones.tiny_vlm import TINY_VLM_VERSION
@@ -379,9 +207,8 @@ def create_mllm(profile: str = "lite", model_id: str | os.PathLike | None = None
     stand-in runs in fp32. `quantization` (full mPLUG-Owl2 only): ``"8bit"`` / ``"4bit"``
     with bitsandbytes on CUDA.
     """
-    if profile not in PROFILES:
-        raise AgiqaError(f"unknown MLLM profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    _check_placement(image_placement)
+    get_profile(profile)
+    check_placement(image_placement)
     if profile != "full" and model_id is not None:
         raise AgiqaError(f"model_id is only used by profile 'full', not {profile!r}; drop it "
                          "or pass profile='full'")
@@ -415,9 +242,3 @@ def create_mllm(profile: str = "lite", model_id: str | os.PathLike | None = None
                          f"for {source}")
     return load_hf_encoder(source, profile="full", image_placement=image_placement,
                            device=device, dtype=dtype)
-
-
-def _check_placement(image_placement: str) -> None:
-    if image_placement not in IMAGE_PLACEMENTS:
-        raise AgiqaError(f"unknown image_placement {image_placement!r}; choose "
-                         f"{' or '.join(IMAGE_PLACEMENTS)}")

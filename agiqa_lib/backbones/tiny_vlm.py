@@ -9,11 +9,11 @@ random (seeded): its vectors mean nothing about image quality.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from agiqa_lib.core.io import atomic_folder
 
 TINY_VLM_VERSION = "llava-tiny-v1"
 
@@ -50,7 +50,6 @@ def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     processor = _tiny_processor()
     tokenizer = processor.tokenizer
     config = LlavaConfig(
@@ -63,16 +62,9 @@ def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:  # a concurrent builder's copy wins
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if out_dir.exists():  # a concurrent builder won the race: keep its copy
-            return out_dir
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from agiqa_lib.commands.options import add_dataset_arguments
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.profiles import PROFILE_NAMES
 
 NAME = "extract"
 HELP = ("extract frozen image features of a dataset into the resumable cache "
@@ -20,11 +22,8 @@ HELP = ("extract frozen image features of a dataset into the resumable cache "
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `agiqa extract`."""
-    parser.add_argument("dataset", help="dataset name (agiqa3k, aigciqa2023, aigiqa20k, koniq10k, "
-                                        "spaq, demo, folder)")
-    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
-    parser.add_argument("--profile", default="lite", choices=("full", "lite", "tiny"),
-                        help="weight profile (default lite)")
+    add_dataset_arguments(parser, PROFILE_NAMES, limit="only the first N images of the dataset "
+                                                      "(a separate cache entry)")
     parser.add_argument("--what", default="clip", choices=("clip", "iqa"),
                         help="clip: CLIP image features; iqa: MANIQA backbone tokens [C, 784]")
     parser.add_argument("--views", default="test",
@@ -35,11 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--fp16", action="store_true",
                         help="store float16 features (half the disk; default for --what iqa)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N images of the dataset (a separate cache entry)")
     parser.add_argument("--num-workers", type=int, default=0,
                         help="image-loading worker processes (default 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--checkpoint", default=None,
                         help="full profile only: local weights file instead of the hub")
     parser.add_argument("--no-verify", action="store_true",

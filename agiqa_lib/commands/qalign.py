@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from agiqa_lib.commands.options import add_dataset_arguments
 from agiqa_lib.data.datasets import load_dataset
 
 NAME = "q-align"
@@ -14,19 +15,13 @@ HELP = ("score every image of a dataset with Q-Align (q-future/one-align, zero-s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `agiqa q-align`."""
-    parser.add_argument("dataset", help="dataset name (agiqa3k, aigciqa2023, aigiqa20k, "
-                                        "koniq10k, spaq, demo, folder)")
-    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
-    parser.add_argument("--profile", default="full", choices=["full", "tiny"],
-                        help="full: the hub weights (default); tiny: a random test model")
+    add_dataset_arguments(parser, ("full", "tiny"), default_profile="full",
+                          limit="only the first N images of the dataset (for timing runs)")
     parser.add_argument("--model-id", default=None,
                         help="full only: hub id or local folder (default q-future/one-align)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--quantization", default=None, choices=["8bit", "4bit"],
                         help="full only: load in 8-/4-bit with bitsandbytes (CUDA)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward (8)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N images of the dataset (for timing runs)")
     parser.add_argument("-o", "--output", default=None, help="write name,score to this CSV")
 
 

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from agiqa_lib.commands.options import add_dataset_arguments
+from agiqa_lib.core.profiles import PROFILE_NAMES
 from agiqa_lib.data.datasets import load_dataset
 
 NAME = "semantic"
@@ -17,32 +19,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `agiqa semantic extract` and `agiqa semantic import`."""
     actions = parser.add_subparsers(dest="action", required=True)
     extract = actions.add_parser("extract", help="ask the two questions with an MLLM profile")
-    _dataset_arguments(extract)
-    extract.add_argument("--profile", default="lite", choices=["full", "lite", "tiny"],
-                         help="full: a transformers image-text-to-text model; lite: CPU "
-                              "stand-in (not an MLLM); tiny: random test model (default lite)")
+    add_dataset_arguments(extract, PROFILE_NAMES, limit="only the first N images of the "
+                                                          "dataset (for timing runs)")
+    _cache_argument(extract)
     extract.add_argument("--model-id", default=None,
                          help="full only: hub id or local folder (default "
                               "MAGAer13/mplug-owl2-llama2-7b, the paper's MLLM)")
     extract.add_argument("--image-placement", default="after_text",
                          choices=["after_text", "before_text"],
                          help="image after the question (as released, default) or before it")
-    extract.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     extract.add_argument("--batch-size", type=int, default=8, help="images per forward (8)")
-    extract.add_argument("--limit", type=int, default=None,
-                         help="only the first N images of the dataset (for timing runs)")
     extract.add_argument("--no-resume", action="store_true",
                          help="discard a cached or partial result and start again")
     imported = actions.add_parser("import", help="import the official MA-AGIQA .pt vectors")
     imported.add_argument("folder", help="folder with {stem}_semantic_content.pt and "
                                          "{stem}_coherence.pt per image")
-    _dataset_arguments(imported)
+    add_dataset_arguments(imported)
+    _cache_argument(imported)
 
 
-def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="dataset name (agiqa3k, aigciqa2023, aigiqa20k, "
-                                        "koniq10k, spaq, demo, folder)")
-    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
+def _cache_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None,
                         help="root of the semantic cache (default: the study cache/semantic)")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from agiqa_lib.commands.options import add_dataset_arguments
 from agiqa_lib.data.datasets import load_dataset
 from agiqa_lib.core.io import atomic_path
 from agiqa_lib.data.splits import PROTOCOLS, make_split
@@ -14,9 +15,7 @@ HELP = "assign every image of a dataset to train/val/test under a split protocol
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `agiqa split`."""
-    parser.add_argument("dataset", help="dataset name (agiqa3k, aigciqa2023, aigiqa20k, koniq10k, "
-                                        "spaq, demo)")
-    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
+    add_dataset_arguments(parser)
     parser.add_argument("--protocol", required=True,
                         help=f"split protocol: {', '.join(PROTOCOLS)}")
     parser.add_argument("--seed", type=int, default=None,

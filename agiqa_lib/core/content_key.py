@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import atomic_path, exclusive_lock, read_json, sha256_file
 from agiqa_lib.core.paths import cache_dir
+from agiqa_lib.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +58,8 @@ def file_list_hash(paths: Sequence[str | os.PathLike],
         if not digests[-1]:
             todo.append((i, path, signature))
     fresh = {}
-    for i, path, signature in tqdm(todo, desc="hashing input files", unit="file",
-                                   disable=len(todo) < 1000):
+    for i, path, signature in progress_bar(todo, desc="hashing input files", unit="file",
+                                           disable=len(todo) < 1000):
         try:
             digests[i] = sha256_file(path)
         except OSError as err:

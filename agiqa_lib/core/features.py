@@ -25,12 +25,12 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from agiqa_lib.core.cache import CacheKey, FeatureStore
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import open_rgb
+from agiqa_lib.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,8 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
                                 pin_memory=torch.device(device).type == "cuda")
             shards = iter(missing)
             shard, parts, filled = next(shards), [], 0
-            with tqdm(total=total, unit="img", desc=f"features {store.key.view}",
-                      disable=not progress) as bar, torch.inference_mode():
+            with progress_bar(total=total, unit="img", desc=f"features {store.key.view}",
+                              disable=not progress) as bar, torch.inference_mode():
                 for indices, images, errors in loader:
                     if errors:
                         raise AgiqaError(errors[0])

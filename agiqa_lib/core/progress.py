@@ -1,4 +1,4 @@
-"""One progress-bar factory for every loop of the library: `progress(iterable, **tqdm_kwargs)`.
+"""One progress-bar factory for every loop of the library: `progress_bar(iterable, **kwargs)`.
 
 How a bar shows depends on where the code runs (the first rule that applies):
 
@@ -12,7 +12,8 @@ How a bar shows depends on where the code runs (the first rule that applies):
    (logs, CI).
 
 ``summary`` draws nothing while the loop runs and prints one line when it closes, e.g.
-``train clip_agiqa: 100/100 epochs in 41 s``; transient bars (``leave=False``) print none.
+``train CLIP-AGIQA (train): 100/100 epochs in 41 s``; transient bars (``leave=False``) and
+loops with nothing to do (0 of 0) print none.
 A kernel's summary goes to stdout (a plain output line), elsewhere to stderr. A bar called
 with ``disable=True`` stays silent in every mode.
 """
@@ -26,13 +27,16 @@ from typing import Any, Iterable
 
 from tqdm.std import tqdm as text_tqdm
 
+from agiqa_lib.core.errors import AgiqaError
+
 MODES = ("widget", "text", "summary", "off")
 ENV = "AGIQA_PROGRESS"
 HEADLESS_RUNNERS = ("papermill", "nbconvert", "nbclient")
 UNIT_NAMES = {"it": "step", "img": "image"}  # tqdm's default unit and the library's
+PLURALS = {"batch": "batches"}
 
 
-def progress(iterable: Iterable | None = None, **kwargs: Any) -> text_tqdm:
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> text_tqdm:
     """A tqdm bar over `iterable` (or a manual one with `total=`) in the mode of `progress_mode`."""
     mode = progress_mode()
     if mode == "off":
@@ -51,7 +55,8 @@ def progress_mode() -> str:
     forced = os.environ.get(ENV, "").strip().lower()
     if forced:
         if forced not in MODES:
-            raise ValueError(f"{ENV}={forced!r} is not one of {', '.join(MODES)}")
+            raise AgiqaError(f"{ENV}={forced!r} is not one of {', '.join(MODES)}: set it to one "
+                             "of them or unset it.")
         return forced
     if _in_kernel():
         if _headless_kernel():
@@ -70,7 +75,7 @@ class SummaryBar(text_tqdm):
         super().__init__(iterable, **kwargs)
 
     def close(self) -> None:
-        if not self._summarised and not self.disable and self.leave:
+        if not self._summarised and not self.disable and self.leave and (self.n or self.total):
             self._summarised = True
             print(self.summary(), file=self._target, flush=True)
         self._summarised = True
@@ -79,8 +84,8 @@ class SummaryBar(text_tqdm):
     def summary(self) -> str:
         """``{desc}: {n}/{total} {unit} in {time}``."""
         unit = UNIT_NAMES.get(self.unit, self.unit)
-        if not unit.endswith("s") and self.n != 1:
-            unit += "s"
+        if self.n != 1 and not unit.endswith("s"):
+            unit = PLURALS.get(unit, f"{unit}s")
         count = f"{self.n}/{self.total}" if self.total is not None else f"{self.n}"
         label = f"{self.desc.rstrip(': ')}: " if self.desc else ""
         resumed = f" (resumed at {self.initial})" if self.initial else ""

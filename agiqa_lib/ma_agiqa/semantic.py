@@ -29,15 +29,16 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from agiqa_lib.backbones.mllm import STAND_IN_NOTE, SemanticEncoder
+from agiqa_lib.backbones.lite_semantic import STAND_IN_NOTE
+from agiqa_lib.backbones.semantic_encoder import SemanticEncoder
 from agiqa_lib.core.cache import CacheKey, FeatureStore, read_store_manifest
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.features import ExtractStats
 from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.paths import cache_dir as default_cache_dir
+from agiqa_lib.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch
         missing = store.missing_shards()
         total = sum(len(store.shard_rows(i)) for i in missing)
         desc = f"semantic vectors ({encoder.profile}{', stand-in' if encoder.is_stand_in else ''})"
-        with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
+        with progress_bar(total=total, unit="img", desc=desc, disable=not progress) as bar:
             for shard in missing:
                 rows = list(store.shard_rows(shard))
                 parts = []
@@ -197,8 +198,8 @@ def import_official_vectors(folder: str | os.PathLike, names: Sequence[str]) -> 
                          f"(first: {', '.join(missing[:3])}); each image needs "
                          "{stem}_semantic_content.pt and {stem}_coherence.pt.")
     out = torch.empty(len(stems), len(QUESTIONS), OFFICIAL_DIM)
-    for i, pair in enumerate(tqdm(files, desc="official vectors", unit="img",
-                                  disable=len(files) < 500)):
+    for i, pair in enumerate(progress_bar(files, desc="official vectors", unit="img",
+                                          disable=len(files) < 500)):
         for j, file in enumerate(pair):
             out[i, j] = _load_official_tensor(file)[0]
     return out

@@ -15,7 +15,8 @@ from sklearn.decomposition import PCA
 from agiqa_lib.ma_agiqa.semantic import QUESTIONS
 from agiqa_lib.viz.exploration import save_figure
 
-__all__ = ["pca_table", "plot_pca", "plot_question_similarity", "save_figure", "title_note"]
+__all__ = ["pca_table", "plot_pca", "plot_question_similarity", "plot_token_layout",
+           "save_figure", "title_note", "token_layout_table"]
 
 QUESTION_LABELS = {"semantic_content": "semantic content", "coherence": "coherence"}
 
@@ -90,4 +91,40 @@ def plot_question_similarity(similarity: np.ndarray, df: pd.DataFrame, note: str
     right.set_ylabel("cosine similarity")
     right.set_title("similarity of the two questions' vectors vs MOS", fontsize=9)
     fig.suptitle(f"How different are the two questions' vectors?\n{note}", fontsize=10)
+    return fig
+
+
+def token_layout_table(encoder, questions: dict[str, str] = QUESTIONS) -> pd.DataFrame:
+    """One row per question: text vs image tokens of the sequence the mean pools over."""
+    rows = []
+    for key, question in questions.items():
+        layout = encoder.token_layout(question)
+        start, end = layout["image_span"]
+        rows.append({"question": QUESTION_LABELS.get(key, key),
+                     "text tokens": layout["n_text_tokens"],
+                     "image tokens": layout["n_image_tokens"],
+                     "positions pooled": layout["n_positions"],
+                     "image positions": f"{start}..{end - 1}",
+                     "image share of the mean": layout["n_image_tokens"] / layout["n_positions"]})
+    return pd.DataFrame(rows).set_index("question")
+
+
+def plot_token_layout(layout: dict, note: str) -> plt.Figure:
+    """The pooled sequence as a strip: text tokens before the image, image tokens, text after."""
+    start, end = layout["image_span"]
+    total = layout["n_positions"]
+    fig, ax = plt.subplots(figsize=(10, 1.9), layout="constrained")
+    for lo, hi, colour in ((0, start, "C0"), (start, end, "C1"), (end, total, "C0")):
+        if hi > lo:
+            ax.barh(0, hi - lo, left=lo, color=colour, edgecolor="white", height=0.6)
+            inside = (hi - lo) / total > 0.06
+            ax.text((lo + hi) / 2, 0 if inside else 0.38, str(hi - lo), ha="center",
+                    va="center" if inside else "bottom", fontsize=8,
+                    color="white" if inside else "black")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("C0", "C1")]
+    ax.legend(handles, ["text tokens", "image tokens"], loc="upper left",
+              bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
+    ax.set(xlim=(0, total), ylim=(-0.5, 0.7), yticks=[], xlabel="position in the sequence")
+    ax.set_title(f"what the mean pools over: {total} positions, {end - start} of them image "
+                 f"tokens\n{note}", fontsize=9)
     return fig

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from agiqa_lib.backbones.mllm import IMAGE_PLACEMENTS, SemanticEncoder, masked_mean
+from agiqa_lib.backbones.semantic_encoder import IMAGE_PLACEMENTS, SemanticEncoder, masked_mean
 from agiqa_lib.backbones.mplug_owl2.processing import (DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX,
                                                        MPLUGOwl2Processor, question_prompt,
                                                        tokenizer_image_token)

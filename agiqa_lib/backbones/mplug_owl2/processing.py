@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from agiqa_lib.backbones.mllm import expand2square
+from agiqa_lib.backbones.semantic_encoder import expand2square
 
 IMAGE_TOKEN_INDEX = -200  # constants.py:8
 DEFAULT_IMAGE_TOKEN = "<|image|>"  # constants.py:9

@@ -23,12 +23,12 @@ import warnings
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from agiqa_lib.backbones.mplug_owl2.loading import QALIGN_MODEL_ID, load_mplug_owl2, stable_model_id
 from agiqa_lib.backbones.mplug_owl2.processing import (MPLUGOwl2Processor, level_token_ids,
                                                        tokenizer_image_token)
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.progress import progress_bar
 
 QALIGN_PROMPT = ("USER: How would you rate the quality of this image?\n<|image|>\n"
                  "ASSISTANT: The quality of the image is")  # scorer.py:30
@@ -106,7 +106,7 @@ def q_align_scores(df: pd.DataFrame, scorer: QAlignScorer, batch_size: int = 8,
     scores: list[float] = []
     paths = [str(p) for p in df["path"]]
     starts = range(0, len(paths), batch_size)
-    for start in tqdm(starts, desc="Q-Align", disable=not progress):
+    for start in progress_bar(starts, desc="Q-Align", unit="batch", disable=not progress):
         images = [open_rgb(p) for p in paths[start:start + batch_size]]
         scores.extend(scorer.score(images).tolist())
     return pd.DataFrame({"name": df["name"].to_numpy(), "score": scores})

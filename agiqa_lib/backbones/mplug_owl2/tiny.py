@@ -13,11 +13,11 @@ routing is exercised. Its outputs mean nothing about images.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from agiqa_lib.core.io import atomic_folder
 
 TINY_VERSION = "mplug-owl2-tiny-v1"
 IMAGE_SIZE = 28
@@ -65,22 +65,14 @@ def build_tiny_mplug_owl2(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     processor = MPLUGOwl2Processor(_tiny_tokenizer(), _tiny_image_processor())
     tok = processor.tokenizer
     torch.manual_seed(seed)
     model = MPLUGOwl2ForCausalLM(tiny_config(len(tok), tok.bos_token_id, tok.eos_token_id))
     _separate_branches(model, seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:  # a concurrent builder's copy wins
         model.eval().save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if out_dir.exists():  # a concurrent builder won the race: keep its copy
-            return out_dir
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

@@ -66,11 +66,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
-from tqdm.auto import tqdm
 
 from agiqa_lib.data.datasets import agiqa3k
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.paths import cache_dir
+from agiqa_lib.core.progress import progress_bar
 
 VERSION = 1
 MARKER = "demo.json"
@@ -359,7 +359,7 @@ def _generate(folder: Path, n_images: int, image_size: int, seed: int) -> None:
     jobs = [(g, p) for g in range(len(GENERATORS)) for p in range(n_prompts)][:n_images]
     (folder / "images").mkdir()
     rows, latents = [], []
-    for g, p in tqdm(jobs, desc="demo images", leave=False):
+    for g, p in progress_bar(jobs, desc="demo images", leave=False):
         profile, scene = GENERATORS[g], scenes[p]
         rng = np.random.default_rng([seed, 2, g, p])
         drawn, defects = corrupt(scene, profile, rng, image_size)
