@@ -17,7 +17,12 @@ Options:
   --root PATH      dataset folder (not needed for demo)
   --profile P      lite (default: real packaged weights, CPU), full (papers' hub weights,
                    GPU recommended), tiny (random weights, smoke tests only)
-  --out DIR        output folder (default: outputs/<dataset>_<profile>)
+  --out DIR        output folder (default: outputs/<dataset>_<profile>, or
+                   outputs/<dataset>_full_random with --weights random)
+  --weights W      pretrained (default) or random: with --profile full, every full-size
+                   architecture (ViT-B/16 CLIP, ViT-B/8 MANIQA; for the MLLM the tiny random
+                   mPLUG-Owl2 through the full loader) with random weights, no download: a
+                   pipeline check, labelled random in every record and checkpoint
   --fast           tiny settings in every notebook (smoke test, about a minute)
   --only NN        run only notebooks whose number is NN (repeatable, e.g. --only 02)
   --device DEV     cpu (default) or cuda
@@ -25,11 +30,20 @@ Options:
                    extra papermill parameter for every notebook, or only notebook NN
                    (repeatable; VALUE is YAML), e.g. --param 02:epochs=20
                    --param "04:variants=[maniqa, released_gate]"
+  --publish        after the run, copy the executed notebooks (figures downscaled, volatile
+                   metadata and machine paths removed) to
+                   notebooks/reference/<dataset>_<profile>/ and the figures to figures/
+  --publish-to DIR like --publish, under DIR instead of the repository
   -h, --help       show this help
+
+Progress bars print one summary line per loop in the executed notebooks
+(AGIQA_PROGRESS=summary; set AGIQA_PROGRESS yourself to override).
 USAGE
 }
 
 dataset=demo; root=""; profile=lite; out=""; fast=False; device=cpu; only=(); extra=()
+publish=""
+weights=pretrained
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) dataset="$2"; shift 2 ;;
@@ -40,20 +54,34 @@ while [[ $# -gt 0 ]]; do
     --only) only+=("$2"); shift 2 ;;
     --device) device="$2"; shift 2 ;;
     --param) extra+=("$2"); shift 2 ;;
+    --weights) weights="$2"; shift 2 ;;
+    --publish) publish="$here"; shift ;;
+    --publish-to) mkdir -p "$2"; publish="$(cd "$2" && pwd)"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ -n "$root" ]] && root="$(cd "$root" && pwd)"
-out="${out:-$here/outputs/${dataset}_${profile}}"
+case "$weights" in
+  pretrained) ;;
+  random) [[ "$profile" == full ]] || { echo "run_all.sh: --weights random builds the full-size architectures with random weights: it needs --profile full (tiny is already random)" >&2; exit 2; }
+          [[ -z "$publish" ]] || { echo "run_all.sh: --weights random is a pipeline check: its notebooks and figures are not published (drop --publish)" >&2; exit 2; } ;;
+  *) echo "run_all.sh: --weights must be pretrained or random, not $weights" >&2; exit 2 ;;
+esac
+tag=""; [[ "$weights" == random ]] && tag=_random
+out="${out:-$here/outputs/${dataset}_${profile}${tag}}"
 mkdir -p "$out/notebooks" "$out/logs" "$out/figures"
 out="$(cd "$out" && pwd)"
 
 py="$("$here/scripts/setup_env.sh" | tail -n 1)"
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export PYTHONUNBUFFERED=1
+# inline figures in the executed notebooks; one progress line per loop; no hub progress bars
+export MPLBACKEND="module://matplotlib_inline.backend_inline"
+export AGIQA_PROGRESS="${AGIQA_PROGRESS:-summary}" HF_HUB_DISABLE_PROGRESS_BARS=1
 params=(-p dataset "$dataset" -p profile "$profile" -p out_dir "$out"
         -p results_path "$out/results.jsonl" -p fast "$fast" -p device "$device")
 [[ -n "$root" ]] && params+=(-p root "$root")
+[[ "$weights" == random ]] && params+=(-p weights random)
 
 start=$(date +%s)
 for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
@@ -80,3 +108,8 @@ for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
 done
 echo "[run_all] all notebooks done in $(( $(date +%s) - start )) s; outputs in $out"
 echo "[run_all] results: $out/results.jsonl; figures: $out/figures"
+if [[ -n "$publish" ]]; then
+  "$py" "$here/scripts/publish_notebooks.py" "$out" \
+    --dest "$publish/notebooks/reference/${dataset}_${profile}" --figures "$publish/figures" \
+    ${root:+--root "$root"}
+fi

@@ -20,11 +20,11 @@ from typing import Iterable, Protocol
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from agiqa_lib.core.checkpoints import parse_json_field, read_metadata
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import IMAGE_EXTENSIONS, find_images, open_rgb
+from agiqa_lib.core.progress import progress_bar
 
 # agiqa_model metadata value -> module providing load_scorer(checkpoint_path, device)
 SCORER_MODULES = {
@@ -102,7 +102,7 @@ def score_images(scorer: Scorer, inputs: Iterable[str | os.PathLike],
     paths = collect_images(inputs)
     rows: list[tuple[str, float]] = []
     skipped: list[tuple[str, str]] = []
-    bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="scoring", unit="img", disable=not progress)
     for start in range(0, len(paths), batch_size):
         batch_paths, images = [], []
         for path in paths[start:start + batch_size]:

@@ -35,6 +35,7 @@ profile = "lite"       # unused here (no model); accepted so run_all.sh can pass
 device = "cpu"         # unused here (no model); accepted so run_all.sh can pass it
 fast = False           # smaller bootstrap and image grid for tests
 results_path = None    # when set, the baseline rows are added to this results file
+weights = "pretrained"  # unused here (no model); accepted so run_all.sh can pass it
 
 # %%
 import pandas as pd

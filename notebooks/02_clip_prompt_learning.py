@@ -47,6 +47,11 @@ out_dir = "outputs"       # figures in {out_dir}/figures, checkpoint in {out_dir
 results_path = None       # when set, one record per table row is added to this file
 fast = False              # tiny settings for tests
 device = "cpu"            # cpu, cuda, cuda:N, mps or auto: where CLIP extracts and training runs
+precision = "auto"        # auto: fp16_as_released for full on CUDA, else fp32
+augmentation = "auto"     # auto: fresh views every epoch for full (as released), cached for lite/tiny
+clip_checkpoint = None    # full only: local open_clip ViT-B/16 weights instead of the hub
+weights = "pretrained"    # "random": full-size architecture, random weights (pipeline check)
+num_workers = None        # image-loading workers for fresh views (None: the profile's choice)
 
 # %%
 import pandas as pd

@@ -41,6 +41,7 @@ fast = False           # a few images per generator, for tests
 results_path = None    # when set, the zero-shot Q-Align records are added to this file
 q_align = True         # score the images with Q-Align (full and tiny profiles only)
 q_align_model_id = None  # full only: default q-future/one-align
+weights = "pretrained"  # "random" (full only): the tiny mPLUG-Owl2 through the full loader
 
 # %%
 from pathlib import Path
@@ -49,6 +50,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from agiqa_lib.backbones.mllm import create_mllm
+from agiqa_lib.backbones.weights import random_mllm_source
 from agiqa_lib.core.io import write_json
 from agiqa_lib.data.datasets import load_dataset
 from agiqa_lib.evaluation.results import ResultRecord, add_records
@@ -88,6 +90,8 @@ pd.DataFrame({"question": list(QUESTIONS.values())}, index=list(QUESTIONS))
 #   into a few token embeddings of the MiniLM sentence encoder, read together with the question.
 
 # %%
+if weights == "random":  # a pipeline check: the tiny random mPLUG-Owl2 through the full loader
+    model_id, q_align = random_mllm_source(), False
 encoder = create_mllm(profile, model_id=model_id, device=device)
 if encoder.is_stand_in:
     display(Markdown("> **STAND-IN.** These vectors come from the `lite` stand-in (image "

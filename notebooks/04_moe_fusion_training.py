@@ -59,6 +59,14 @@ out_dir = "outputs"
 results_path = None
 fast = False           # tiny settings for tests: a 96-image subset, 2 epochs
 device = "cpu"
+weights = "pretrained"  # "random": full-size architecture, random weights (pipeline check)
+resize = "auto"        # auto: OpenCV INTER_CUBIC as released for full, PIL bicubic for lite/tiny
+val_selection = "corrected"  # or "as_released": val drop_last and a best-epoch threshold of 0
+semantic_source = "mllm"     # "mllm", "official:DIR" (released .pt vectors) or an MLLM id
+mllm_model_id = None   # full only: MLLM hub id or local folder (default mPLUG-Owl2-LLaMA2-7B)
+vit_checkpoint = None  # full only: local timm ViT-B/8 weights instead of the hub
+batch_size = None      # None: the released 8
+max_steps_per_epoch = None  # cap on training steps per epoch (smoke runs)
 
 # %%
 import pandas as pd

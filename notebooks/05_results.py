@@ -39,6 +39,7 @@ fast = False
 device = "cpu"
 cross_dataset = None   # e.g. "agiqa3k": score it with every checkpoint trained above
 cross_root = None
+weights = "pretrained"  # unused here; accepted so run_all.sh can pass it
 
 # %%
 from pathlib import Path

@@ -47,7 +47,7 @@ def no_network(monkeypatch, tmp_path):
     """Any socket connection fails, and the hub cache is empty and offline."""
     import socket
 
-    import huggingface_hub
+    import huggingface_hub.constants  # a submodule: imported explicitly before patching it
 
     def refuse(*args, **kwargs):
         raise AssertionError("a test tried to reach the network")

@@ -5,6 +5,8 @@
   (`.pt`/`.bin`/`.safetensors`, e.g. `open_clip_pytorch_model.bin` of the hub repo
   `timm/vit_base_patch16_clip_224.openai`) read as a copy of `arch`/`pretrained`, or a folder
   holding `open_clip_config.json` and its weights. Hub weights need internet once.
+  `pretrained=None` (`weights="random"`) builds the same architecture (QuickGELU and
+  preprocessing of the `openai` tag) with seeded random weights, offline.
 - `lite`: an open_clip `CustomTextCLIP` built offline from registry packages: a timm
   `tf_efficientnet_lite0` image tower with ImageNet weights and a Hugging Face text tower with
   the all-MiniLM-L6-v2 weights, both followed by a linear projection to a shared 512-d space
@@ -16,6 +18,12 @@
 - `tiny`: the same classes as `lite` with small random configs, for fast tests.
 
 Every model comes back in eval mode with all parameters frozen (both papers keep CLIP frozen).
+
+Precision: `fp16` (and `fp16_as_released`, the same encoders) is OpenAI CLIP's own mixed
+precision, as the release's `clip.build_model` leaves it and as open_clip's `precision="fp16"`
+reproduces it: Linear / conv / attention weights and the two projections in fp16, LayerNorms
+computing in fp32 (`LayerNormFp32`), embeddings kept fp32 and cast at use (`cast_frozen_clip`
+applies the same to a model built in fp32). `lite` / `tiny` are cast whole.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from typing import Callable, Iterator
 
 import open_clip
 import torch
+from open_clip.model import convert_weights_to_lp
 from open_clip.transform import MaybeConvertMode, MaybeToTensor, image_transform
+from open_clip.transformer import LayerNorm, LayerNormFp32
 from torch import nn
 from torchvision.transforms import (
     Compose,
@@ -40,7 +50,7 @@ from torchvision.transforms import (
     RandomResizedCrop,
 )
 
-from agiqa_lib.core.config import precision_dtype
+from agiqa_lib.core.config import FP16_AS_RELEASED, precision_dtype
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import save_tensors, write_json
 from agiqa_lib.core.paths import cache_dir
@@ -49,11 +59,13 @@ from .weights import (
     CHECKPOINT_ERRORS,
     DOWNLOAD_ERRORS,
     LITE0_ARCH,
+    RANDOM_SEED,
     fingerprint_files,
     fingerprint_module,
     load_lite0_weights,
     minilm_path,
     missing_full_weights,
+    quiet_root_log,
 )
 
 
@@ -90,11 +102,13 @@ class ClipBundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    precision: str = "fp32"  # as built: fp32, fp16 (OpenAI-style mixed), bf16
+    weights: str = "pretrained"  # "random": full architecture with seeded random weights
 
     @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the model weights (cast image batches to it before `encode_image`)."""
-        return next(self.model.parameters()).dtype
+        """Dtype the encoders compute in (cast image batches to it before `encode_image`)."""
+        return encoder_dtype(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -108,11 +122,14 @@ def create_clip(profile: str = "lite", arch: str = "ViT-B-16", pretrained: str |
     """Build a frozen CLIP in the given weight profile (`full`, `lite` or `tiny`).
 
     `arch`, `pretrained` and `checkpoint` apply to `full` only: `checkpoint` (a state-dict file
-    for `arch`, or an open_clip folder with `open_clip_config.json`) replaces the hub tag, and
-    `pretrained=None` builds random weights (speed benchmarks). `precision` is `fp32`, `fp16`
-    or `bf16`.
+    for `arch`, or an open_clip folder with `open_clip_config.json`) replaces the hub tag
+    (CLI `--clip-checkpoint`, notebook `clip_checkpoint=`), and `pretrained=None` builds seeded
+    random weights (`weights="random"`, benchmarks). `precision` is `fp32`, `fp16`, `bf16` or
+    `fp16_as_released` (the fp16 encoders; what differs is CLIP-AGIQA's context vectors).
     """
     get_profile(profile)
+    if precision == FP16_AS_RELEASED:
+        precision = "fp16"  # the same frozen encoders (and cached features) as fp16
     dtype = precision_dtype(precision)
     if checkpoint is not None and profile != "full":
         raise AgiqaError(f"checkpoint= is read by profile 'full' only, not {profile!r}: "
@@ -128,7 +145,40 @@ def create_clip(profile: str = "lite", arch: str = "ViT-B-16", pretrained: str |
     if precision != "fp32":
         model_id = f"{model_id}:{precision}"
     model.eval().requires_grad_(False)
-    return _bundle(model, tokenizer, profile, model_id)
+    random = profile == "full" and checkpoint is None and pretrained is None
+    return _bundle(model, tokenizer, profile, model_id, precision,
+                   "random" if random else "pretrained")
+
+
+def encoder_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a frozen CLIP computes in: its transformer weights' for OpenAI-style models
+    (whose embeddings and LayerNorms stay fp32 in fp16), else that of its first parameter."""
+    for tower in (getattr(model, "visual", None), model):
+        transformer = getattr(tower, "transformer", None)
+        if hasattr(transformer, "get_cast_dtype"):
+            return transformer.get_cast_dtype()
+    return next(model.parameters()).dtype
+
+
+def cast_frozen_clip(model: nn.Module, precision: str) -> None:
+    """Cast a frozen CLIP to `precision` in place, as open_clip builds it in that precision.
+
+    OpenAI-style `CLIP` models get OpenAI's mixed precision (`convert_weights_to_lp`: Linear,
+    conv, attention and projection weights low-precision; LayerNorms switched to
+    `LayerNormFp32`, which computes in fp32 as OpenAI's CLIP LayerNorm does; embeddings fp32);
+    any other model (`lite`/`tiny` CustomTextCLIP) is cast whole.
+    """
+    dtype = precision_dtype(precision)
+    if not isinstance(model, open_clip.CLIP):
+        model.to(dtype)
+        return
+    model.float()
+    if dtype == torch.float32:
+        return
+    for module in model.modules():
+        if type(module) is LayerNorm:  # same parameters, computes in fp32 and casts back
+            module.__class__ = LayerNormFp32
+    convert_weights_to_lp(model, dtype=dtype)
 
 
 def save_tiny_full_clip(path: str | os.PathLike) -> Path:
@@ -156,27 +206,54 @@ def _create_full(arch: str, pretrained: str | None, checkpoint: str | os.PathLik
     if checkpoint is not None:
         return _create_full_from_checkpoint(Path(checkpoint), arch, pretrained, device, precision)
     _check_arch(arch)
-    if pretrained is None:  # random weights, e.g. for speed benchmarks: never reuse its features
-        model = open_clip.create_model(arch, pretrained=None, precision=precision, device=device)
-        model_id = f"open_clip:{arch}:random-{os.urandom(6).hex()}"
-        return model, open_clip.get_tokenizer(arch), model_id
+    if pretrained is None:
+        return _create_full_random(arch, device, precision)
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if pretrained not in tags:
         raise AgiqaError(f"open_clip has no pretrained tag {pretrained!r} for {arch!r}: choose one "
                          f"of {', '.join(tags) or '(none)'} or pass checkpoint=PATH.")
     quick_gelu = open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False)
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, precision=precision,
-                                       device=device, force_quick_gelu=quick_gelu,
-                                       require_pretrained=True)
+        with _quiet_open_clip():
+            model = open_clip.create_model(arch, pretrained=pretrained, precision=precision,
+                                           device=device, force_quick_gelu=quick_gelu,
+                                           require_pretrained=True)
     except DOWNLOAD_ERRORS as err:
         raise missing_full_weights(
             f"the open_clip weights {arch!r} / {pretrained!r}",
             f"fetch them once with `python -c \"import open_clip; "
             f"open_clip.create_model('{arch}', pretrained='{pretrained}')\"`",
             "pass checkpoint=PATH (a local copy of those weights: an open_clip .pt/.bin/"
-            ".safetensors state dict, or a folder with open_clip_config.json)") from err
+            ".safetensors state dict, or a folder with open_clip_config.json)",
+            role="clip") from err
     return model, open_clip.get_tokenizer(arch), f"open_clip:{arch}:{pretrained}"
+
+
+def _create_full_random(arch: str, device: str | torch.device,
+                        precision: str) -> tuple[nn.Module, Callable, str]:
+    """`arch` with seeded random weights (`weights="random"`): the `openai` tag's QuickGELU and
+    preprocessing when the architecture has that tag, so the model is CLIP-AGIQA's in all but
+    its weights. Rebuilding gives the same weights, so a checkpoint trained on them scores
+    with the same frozen CLIP; the id names the seed and fingerprints the weights."""
+    tag = open_clip.get_pretrained_cfg(arch, "openai") or {}
+    kwargs = dict(force_quick_gelu=tag.get("quick_gelu", False),
+                  force_preprocess_cfg={k: tag[k] for k in ("mean", "std", "interpolation",
+                                                            "resize_mode") if k in tag})
+    with torch.random.fork_rng(devices=[]), _quiet_open_clip():
+        torch.manual_seed(RANDOM_SEED)
+        model = open_clip.create_model(arch, pretrained=None, precision=precision, device=device,
+                                       **kwargs)
+    label = f"{arch}-quickgelu" if kwargs["force_quick_gelu"] else arch
+    model_id = f"open_clip:{label}:random-seed{RANDOM_SEED}-{fingerprint_module(model)}"
+    return model, open_clip.get_tokenizer(arch), model_id
+
+
+def _quiet_open_clip():
+    """Keep open_clip's own root-logger lines about missing or skipped weights off the
+    console (`ERROR:root:Failed to download weights ...`): the AgiqaError raised here says the
+    same with what to do, and random weights are asked for on purpose."""
+    return quiet_root_log("open_clip", "Failed to download weights", "Pretrained tag or path",
+                          "No pretrained weights loaded")
 
 
 def _create_full_from_checkpoint(path: Path, arch: str, pretrained: str | None,
@@ -206,7 +283,8 @@ def _create_full_from_checkpoint(path: Path, arch: str, pretrained: str | None,
         raise AgiqaError(f"checkpoint {path} does not exist: pass an open_clip .pt/.safetensors "
                          "file or a folder with open_clip_config.json.")
     try:
-        model = open_clip.create_model(name, **kwargs)
+        with _quiet_open_clip():
+            model = open_clip.create_model(name, **kwargs)
     except CHECKPOINT_ERRORS as err:
         raise AgiqaError(f"could not load checkpoint {path} as open_clip {label!r} ({err}): pass "
                          "the arch it was trained with (arch=NAME, pretrained=TAG) or a folder "
@@ -307,7 +385,8 @@ def _set_preprocess(model: nn.Module, size: int, mean: tuple, std: tuple) -> Non
         resize_mode="shortest", fill_color=0))
 
 
-def _bundle(model: nn.Module, tokenizer: Callable, profile: str, model_id: str) -> ClipBundle:
+def _bundle(model: nn.Module, tokenizer: Callable, profile: str, model_id: str,
+            precision: str = "fp32", weights: str = "pretrained") -> ClipBundle:
     """Wrap a model with train/val transforms built from its own preprocess config."""
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
@@ -321,7 +400,8 @@ def _bundle(model: nn.Module, tokenizer: Callable, profile: str, model_id: str) 
                           interpolation=interpolation)
     return ClipBundle(model=model, preprocess_train=train, preprocess_val=val, tokenizer=tokenizer,
                       embed_dim=_embed_dim(model), profile=profile, model_id=model_id,
-                      image_size=int(size), mean=mean, std=std, interpolation=interpolation)
+                      image_size=int(size), mean=mean, std=std, interpolation=interpolation,
+                      precision=precision, weights=weights)
 
 
 def _embed_dim(model: nn.Module) -> int:

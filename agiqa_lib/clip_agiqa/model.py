@@ -13,6 +13,20 @@ image-only control (`use_text=False`) drops them to test whether the prompts mat
 Reference: wzczc/CLIP-AGIQA, trainers/clip_agiqa.py (CustomCLIP, PromptLearner). Its
 ViT-B/16 config also lists CTX_INIT "a photo of a"; the README's command (`end 16 1 False`)
 and the paper use 16 random context vectors, which is what we build.
+
+Precision (`frozen_precision`):
+
+- ``fp16_as_released``: the release's default (`train.py:111` PREC "fp16"; `clip_model.float()`
+  only for fp32/amp, `trainers/clip_agiqa.py:265-267`). CLIP stays in OpenAI's fp16 (see
+  `backbones.clip.cast_frozen_clip`); the context vectors are an fp16 `nn.Parameter`
+  (`clip_agiqa.py:86-89`, `dtype=clip_model.dtype`), so SGD updates them in fp16 with fp16
+  momentum; image and text features are L2-normalised in fp16 and only then cast to fp32
+  (`clip_agiqa.py:208-223`); the regression head is fp32 (built after the cast, never
+  converted). Slow or missing on CPU: `ClipStudyConfig` refuses it there and `load_checkpoint`
+  scores such a checkpoint in fp32 on CPU (with a warning).
+- ``fp16`` / ``bf16``: the same low-precision encoders, but fp32 context vectors (cast at use)
+  and fp32 normalisation: a corrected mixed precision.
+- ``fp32`` (the default off CUDA) and None (keep the CLIP as its bundle was built).
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from torch import nn
 from agiqa_lib.clip_agiqa.binning import QUALITY_CLASSES
 from agiqa_lib.core.checkpoints import (config_from_json, parse_json_field, read_checkpoint,
                                         write_checkpoint, written_by)
-from agiqa_lib.core.config import PRECISIONS
+from agiqa_lib.core.config import CLIP_PRECISIONS, FP16_AS_RELEASED, precision_dtype
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import to_rgb
 
@@ -52,13 +66,15 @@ class ClipAgiqaConfig:
     use_text: bool = True  # False: the image-only control (same head, no text features)
     hidden_dim: int = 512
     dropout: float = 0.5
-    frozen_precision: str = "fp32"  # dtype of the frozen encoders: fp32 | fp16 | bf16
+    # fp32 | fp16 | bf16 | fp16_as_released (see the module docstring); None: keep the
+    # precision the CLIP was built in (resolved when the model is built)
+    frozen_precision: str | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
-        if self.frozen_precision not in PRECISIONS:
+        if self.frozen_precision is not None and self.frozen_precision not in CLIP_PRECISIONS:
             raise AgiqaError(f"frozen_precision={self.frozen_precision!r} is not one of "
-                             f"{sorted(PRECISIONS)}")
+                             f"{sorted(CLIP_PRECISIONS)}")
         if self.n_ctx < 1:
             raise AgiqaError(f"n_ctx must be >= 1, got {self.n_ctx}")
 
@@ -67,7 +83,8 @@ class PromptLearner(nn.Module):
     """CoOp context vectors inserted after the start token of "X X ... X {class}."."""
 
     def __init__(self, text_tower: Any, class_names: tuple[str, ...], n_ctx: int = 16,
-                 class_specific: bool = False, init_std: float = 0.02) -> None:
+                 class_specific: bool = False, init_std: float = 0.02,
+                 ctx_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         ids = text_tower.placeholder_prompts(class_names, n_ctx)  # [n_cls, L], checked
         if getattr(text_tower, "kind", None) == "hf":
@@ -78,7 +95,8 @@ class PromptLearner(nn.Module):
         with torch.no_grad():
             embeds = text_tower.token_embedding(ids)  # [n_cls, L, W]
         shape = (len(class_names), n_ctx, text_tower.width) if class_specific else (n_ctx, text_tower.width)
-        self.ctx = nn.Parameter(torch.empty(shape, dtype=torch.float32).normal_(std=init_std))
+        # fp32 unless fp16_as_released (the release: torch.empty(..., dtype=clip_model.dtype))
+        self.ctx = nn.Parameter(torch.empty(shape, dtype=ctx_dtype).normal_(std=init_std))
         # Rebuilt from the class names on load, so not part of the state dict.
         self.register_buffer("token_prefix", embeds[:, :1].clone(), persistent=False)  # start token
         self.register_buffer("token_suffix", embeds[:, 1 + n_ctx:].clone(), persistent=False)  # class, ".", end
@@ -92,6 +110,17 @@ class PromptLearner(nn.Module):
         ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
         ctx = ctx.to(self.token_prefix.dtype)
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+
+
+def _clip_dtype(clip_model: nn.Module) -> torch.dtype:
+    """The dtype a frozen CLIP computes in (`backbones.clip.encoder_dtype`)."""
+    from agiqa_lib.backbones.clip import encoder_dtype
+
+    return encoder_dtype(clip_model)
+
+
+def _precision_name(dtype: torch.dtype) -> str:
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
 def regression_head(in_dim: int, hidden_dim: int = 512, dropout: float = 0.5) -> nn.Sequential:
@@ -110,20 +139,29 @@ class ClipAgiqa(nn.Module):
         self.clip = clip_model.requires_grad_(False).eval()
         self.text_tower = text_tower
         self.embed_dim = embed_dim
+        if config.frozen_precision is None:  # keep the CLIP's own precision
+            config.frozen_precision = _precision_name(_clip_dtype(self.clip))
+        ctx_dtype = torch.float16 if config.frozen_precision == FP16_AS_RELEASED else torch.float32
         self.prompt_learner = (PromptLearner(text_tower, config.class_names, config.n_ctx,
-                                             config.class_specific_context, config.ctx_init_std)
-                               if config.use_text else None)
+                                             config.class_specific_context, config.ctx_init_std,
+                                             ctx_dtype) if config.use_text else None)
         n_text = len(config.class_names) if config.use_text else 0
         self.regression = regression_head((1 + n_text) * embed_dim, config.hidden_dim, config.dropout)
         self.set_frozen_precision(config.frozen_precision)
 
     def set_frozen_precision(self, precision: str) -> None:
-        """Cast the frozen encoders (and the fixed prompt tokens) to fp32, fp16 or bf16.
+        """Cast the frozen encoders (and the fixed prompt tokens) to fp32, fp16 or bf16
+        (`backbones.clip.cast_frozen_clip`: OpenAI's mixed fp16 for the full CLIP).
 
-        The CLIP is shared with its bundle (and any other model built on it), so they follow.
+        The CLIP is shared with its bundle (and any other model built on it), so they follow;
+        nothing is cast when it already computes in that dtype. The context vectors keep
+        their dtype (fp16 only for `fp16_as_released`, set when the model is built).
         """
-        dtype = PRECISIONS[precision]
-        self.clip.to(dtype)
+        from agiqa_lib.backbones.clip import cast_frozen_clip
+
+        dtype = precision_dtype(precision)
+        if _clip_dtype(self.clip) != dtype:
+            cast_frozen_clip(self.clip, precision)
         if self.prompt_learner is not None:
             self.prompt_learner.token_prefix = self.prompt_learner.token_prefix.to(dtype)
             self.prompt_learner.token_suffix = self.prompt_learner.token_suffix.to(dtype)
@@ -131,7 +169,20 @@ class ClipAgiqa(nn.Module):
 
     @property
     def frozen_dtype(self) -> torch.dtype:
-        return PRECISIONS[self.config.frozen_precision]
+        return precision_dtype(self.config.frozen_precision)
+
+    @property
+    def as_released_precision(self) -> bool:
+        """Whether features are normalised in fp16 as released (`fp16_as_released`)."""
+        return self.config.frozen_precision == FP16_AS_RELEASED
+
+    def _normalize(self, features: torch.Tensor) -> torch.Tensor:
+        """L2-normalised fp32 features: in fp32, or as released (`clip_agiqa.py:214-223`):
+        `x / x.norm(dim=-1, keepdim=True)` in fp16, then `.to(torch.float32)`."""
+        if self.as_released_precision:
+            x = features.to(torch.float16)
+            return (x / x.norm(dim=-1, keepdim=True)).to(torch.float32)
+        return F.normalize(features.float(), dim=-1)
 
     def train(self, mode: bool = True) -> ClipAgiqa:
         """Train mode for the trainable parts only: the frozen CLIP always stays in eval mode."""
@@ -150,12 +201,12 @@ class ClipAgiqa(nn.Module):
             return None
         prompts = self.prompt_learner()
         feats = self.text_tower.encode_with_embeddings(prompts, self.prompt_learner.tokenized_prompts)
-        return F.normalize(feats.float(), dim=-1)
+        return self._normalize(feats)
 
     def score_features(self, image_features: torch.Tensor,
                        text_features: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted MOS [B] from image features [B, D]; text features recomputed unless given."""
-        x = F.normalize(image_features.float(), dim=-1)  # [B, D]
+        x = self._normalize(image_features)  # [B, D] fp32
         if self.prompt_learner is not None:
             text = self.text_features() if text_features is None else text_features  # [n_cls, D]
             x = torch.cat([x.unsqueeze(1), text.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
@@ -197,7 +248,8 @@ def create_clip_agiqa(profile: str = "lite", config: ClipAgiqaConfig | None = No
     from agiqa_lib.backbones.text_tower import TextTower
 
     if bundle is None:
-        bundle = create_clip(profile, device=device, **clip_kwargs)
+        precision = config.frozen_precision if config is not None else None
+        bundle = create_clip(profile, device=device, precision=precision or "fp32", **clip_kwargs)
     model = ClipAgiqa(bundle.model, TextTower(bundle.model), bundle.embed_dim, config)
     model.bundle = bundle
     model.clip_kwargs = {"profile": bundle.profile, **clip_kwargs}
@@ -215,6 +267,8 @@ def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
     metadata = {
         "agiqa_model": "clip_agiqa",  # the image-only control is config use_text=False
         "profile": str(getattr(bundle, "profile", "")),
+        "weights": str(getattr(bundle, "weights", "pretrained")),  # "random": a pipeline check
+        "precision": str(model.config.frozen_precision),
         "config": json.dumps(asdict(model.config)),
         "clip_kwargs": json.dumps(getattr(model, "clip_kwargs", {})),
         "clip_model_id": str(getattr(bundle, "model_id", "")),
@@ -227,7 +281,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu", bundle: Any = 
     """Rebuild a CLIP-AGIQA model from `save_checkpoint`'s file (warns if the CLIP differs).
 
     Bad JSON, config keys this version does not know, options `create_clip` does not take and
-    NaN/inf weights are AgiqaErrors naming the file and the version that wrote it.
+    NaN/inf weights are AgiqaErrors naming the file and the version that wrote it. A model
+    trained in fp16 (`fp16`, `fp16_as_released`) is scored in fp32 on a CPU, with a warning:
+    PyTorch's CPU fp16 kernels are slow or missing, and the scores differ only by fp16 rounding.
     """
     from agiqa_lib.backbones.clip import create_clip
 
@@ -244,14 +300,28 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu", bundle: Any = 
                          f"{unknown} that this version's create_clip does not take (it knows "
                          f"{sorted(known)}); load it with the version that wrote it")
     profile = clip_kwargs.pop("profile", meta.get("profile", "lite"))
+    if config.frozen_precision in ("fp16", FP16_AS_RELEASED) and torch.device(device).type == "cpu":
+        warnings.warn(f"{path} was trained with {config.frozen_precision} encoders; on a CPU "
+                      "they run in fp32 instead (scores differ by fp16 rounding only)",
+                      RuntimeWarning, stacklevel=2)
+        config.frozen_precision = "fp32"
     model = create_clip_agiqa(profile, config, bundle=bundle, device=device, **clip_kwargs)
-    if meta.get("clip_model_id") and model.bundle.model_id != meta["clip_model_id"]:
+    if meta.get("clip_model_id") and _strip_precision(model.bundle.model_id) != \
+            _strip_precision(meta["clip_model_id"]):
         warnings.warn(f"{path} was trained on a CLIP whose weights differ from the one built now "
                       f"({meta['clip_model_id']} then, {model.bundle.model_id} now); scores may not "
                       "match the training run",
                       RuntimeWarning, stacklevel=2)
     model.load_trainable_state_dict(tensors)
     return model.to(device).eval()
+
+
+def _strip_precision(model_id: str) -> str:
+    """A CLIP model id without its precision suffix (the weights' identity)."""
+    for suffix in (":fp16", ":bf16"):
+        if model_id.endswith(suffix):
+            return model_id[:-len(suffix)]
+    return model_id
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """The CLIP-AGIQA study of notebook 02 and `agiqa train-clip`, in the steps both papers share.
 
 1. `prepare(cfg)`: dataset, split, quality bins and cached frozen-CLIP image features (a
-   fixed test view + K augmented views per image), on `cfg.device` in `cfg.precision`.
+   fixed test view, + K augmented views per image when `cfg.augmentation == "cached"`), on
+   `cfg.device` in `cfg.precision`. Rows that no split part takes (no MOS) are dropped.
 2. `train(data, cfg, use_text)`: CLIP-AGIQA (or the image-only control) under every
-   selection rule; `baselines(data)`: zero-shot CLIP-IQA, ridge and SVR probes.
+   selection rule, from fresh views every epoch (the release, `full`) or the cached views;
+   `baselines(data)`: zero-shot CLIP-IQA, ridge and SVR probes.
 3. `evaluate(data, predictions, runs, cfg)`: SRCC/PLCC/KRCC with bootstrap CIs per
    (model, selection rule); `records(...)`: one `ResultRecord` per row (predictions saved).
 `run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
@@ -28,11 +30,12 @@ from agiqa_lib.clip_agiqa.binning import assign_classes, resolve_cutpoints
 from agiqa_lib.clip_agiqa.config import ClipStudyConfig
 from agiqa_lib.clip_agiqa.model import (ClipAgiqa, ClipAgiqaConfig, create_clip_agiqa,
                                         save_checkpoint)
-from agiqa_lib.clip_agiqa.train import ClipFeatures, SelectionRun, fit_selection_rules
+from agiqa_lib.clip_agiqa.train import (ClipFeatures, FreshViews, SelectionRun,
+                                        fit_selection_rules)
 from agiqa_lib.core.features import clip_image_features
 from agiqa_lib.core.io import atomic_path
 from agiqa_lib.data.datasets import load_dataset
-from agiqa_lib.data.splits import make_split
+from agiqa_lib.data.splits import assigned_rows, make_split
 from agiqa_lib.evaluation.metrics import bootstrap_ci, evaluate as evaluate_metrics
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 
@@ -70,11 +73,13 @@ class ClipStudyData:
 def prepare(cfg: ClipStudyConfig, bundle: ClipBundle | None = None) -> ClipStudyData:
     """Load the dataset, split it, bin the train MOS and extract (or read cached) CLIP features."""
     df = load_dataset(cfg.dataset, root=cfg.root, target=cfg.target).reset_index(drop=True)
-    split = make_split(df, cfg.protocol, seed=cfg.split_seed)
+    df, split = assigned_rows(df, make_split(df, cfg.protocol, seed=cfg.split_seed))
     train_mos = df.loc[split == "train", "mos"].to_numpy(dtype=float)
     cutpoints = resolve_cutpoints(cfg.binning, train_mos, dataset=cfg.dataset)
-    bundle = bundle or create_clip(cfg.profile, device=cfg.torch_device, precision=cfg.precision)
-    views = clip_image_features(df, bundle, cfg.dataset, n_aug=cfg.n_aug_views, seed=cfg.seed,
+    bundle = bundle or create_clip(cfg.profile, device=cfg.torch_device, precision=cfg.precision,
+                                   **cfg.clip_kwargs())
+    n_aug = 0 if cfg.fresh_views else cfg.n_aug_views  # fresh views are drawn while training
+    views = clip_image_features(df, bundle, cfg.dataset, n_aug=n_aug, seed=cfg.seed,
                                 batch_size=cfg.batch_size, progress=cfg.progress)
     return ClipStudyData(cfg, df, split, bundle, ClipFeatures.from_views(views), cutpoints,
                          assign_classes(df["mos"].to_numpy(dtype=float), cutpoints))
@@ -85,22 +90,30 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
     """Train CLIP-AGIQA (`use_text=True`) or the image-only control under each selection rule.
 
     Training state is checkpointed under `{out_dir}/checkpoints/training/` and resumed.
+    With `cfg.augmentation == "fresh"` every step loads and augments its images and runs the
+    frozen image encoder on `cfg.device` (no_grad); evaluation uses the cached test view.
     Returns the run and a model holding the `last` weights (the honest rule) for saving.
     """
     model_config = ClipAgiqaConfig(use_text=use_text, frozen_precision=cfg.precision)
     train_config = cfg.train_config()
+    bundle = data.bundle
 
     def make_model() -> ClipAgiqa:
-        return create_clip_agiqa(cfg.profile, replace(model_config), bundle=data.bundle,
-                                 device=data.bundle.device)
+        return create_clip_agiqa(cfg.profile, replace(model_config), bundle=bundle,
+                                 device=bundle.device, **cfg.clip_kwargs())
 
+    fresh = None
+    if cfg.fresh_views:
+        fresh = FreshViews(data.df["path"].astype(str).tolist(), bundle.preprocess_train,
+                           lambda x: bundle.model.encode_image(x.to(bundle.dtype)),
+                           device=bundle.device, num_workers=cfg.num_workers)
     digest = _run_digest(data, model_config, train_config)
     checkpoint_dir = (cfg.out / "checkpoints" / "training" /
-                      f"{MODEL_NAMES[use_text]}_{cfg.dataset}_{cfg.profile}_{cfg.protocol}"
-                      f"_seed{cfg.seed}_{digest}")
+                      f"{MODEL_NAMES[use_text]}_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}"
+                      f"_{cfg.protocol}_seed{cfg.seed}_{digest}")
     run = fit_selection_rules(make_model, data.features, data.mos, data.split, train_config,
                               val_fraction=cfg.val_fraction, checkpoint_dir=checkpoint_dir,
-                              progress=cfg.progress)
+                              progress=cfg.progress, fresh=fresh)
     model = make_model()
     model.load_trainable_state_dict(run.states["last"])
     return run, model.eval()
@@ -110,9 +123,11 @@ def _run_digest(data: ClipStudyData, config: ClipAgiqaConfig, train_config: Any)
     """Short hash of everything a training run depends on (its resumable state's folder)."""
     digest = hashlib.sha256()
     augmented = data.features.augmented
+    fresh = ["fresh"] if data.cfg.fresh_views else []  # cached runs keep their old digest
     digest.update(json.dumps([asdict(config), asdict(train_config), data.cfg.val_fraction,
                               data.bundle.model_id, list(data.features.test.shape),
-                              None if augmented is None else list(augmented.shape)]).encode())
+                              None if augmented is None else list(augmented.shape)]
+                             + fresh).encode())
     digest.update("|".join(map(str, data.split.tolist())).encode())
     digest.update(np.ascontiguousarray(data.mos).tobytes())
     digest.update(data.features.test[:8].float().numpy().tobytes())
@@ -184,7 +199,9 @@ def records(table: pd.DataFrame, data: ClipStudyData,
             within_prompt_srcc=row["within_prompt_srcc"],
             epochs=cfg.epochs if trained else None,
             best_epoch=None if pd.isna(row["epoch"]) else int(row["epoch"]),
-            precision=cfg.precision, augmentation=f"cached:{cfg.n_aug_views}" if trained else None)
+            weights=cfg.weights, precision=cfg.precision,
+            augmentation=cfg.augmentation_label if trained else None,
+            extra={"clip_model_id": data.bundle.model_id})
         pred = (predictions or {}).get((row["model"], row["selection"]))
         if pred is not None:
             save_predictions(test_frame.assign(pred=pred), record, cfg.out)
@@ -222,11 +239,13 @@ def run(cfg: ClipStudyConfig) -> ClipStudy:
     seconds["baselines_and_table"] = time.perf_counter() - start
     if cfg.results_path is not None:
         add_records(records(table, data, predictions), cfg.results_path)
-    save_study_tables(table, runs, cfg.out / f"clip_study_{cfg.dataset}_{cfg.profile}_{cfg.protocol}")
+    save_study_tables(table, runs, cfg.out / f"clip_study_{cfg.dataset}_{cfg.profile}"
+                                             f"{cfg.weights_tag}_{cfg.protocol}")
     checkpoint = save_checkpoint(models["clip_agiqa"], checkpoint_path(cfg),
                                  extra_metadata={"dataset": cfg.dataset, "protocol": cfg.protocol,
                                                  "epochs": cfg.epochs, "selection": "last",
-                                                 "seed": cfg.seed})
+                                                 "seed": cfg.seed,
+                                                 "augmentation": cfg.augmentation_label})
     return ClipStudy(data, runs, table, checkpoint, seconds)
 
 
@@ -240,5 +259,6 @@ def save_study_tables(table: pd.DataFrame, runs: dict[str, SelectionRun], folder
 
 
 def checkpoint_path(cfg: ClipStudyConfig) -> Path:
-    """Where the study saves its CLIP-AGIQA checkpoint."""
-    return cfg.out / "checkpoints" / f"clip_agiqa_{cfg.dataset}_{cfg.profile}.safetensors"
+    """Where the study saves its CLIP-AGIQA checkpoint (random-weight runs: `..._random`)."""
+    return (cfg.out / "checkpoints" /
+            f"clip_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}.safetensors")

@@ -5,10 +5,18 @@ Dassl's train loader), cosine schedule over E epochs after one warm-up epoch at 
 1e-5 (Dassl's ConstantWarmupScheduler; the rate changes once per epoch), MSE on the raw MOS.
 
 The CLIP encoders are frozen, so an image's feature depends only on its pixels after
-augmentation: `CachedFeatureBatches` trains from features cached for K augmented views per
-image (one view drawn per image per epoch) and evaluates on the fixed test view, while the
-text features are recomputed at every step through the prompt learner. `ImageBatches` is the
-uncached path (augment + encode every step) for the benchmark and for `full` runs.
+augmentation. Two training paths, both evaluated every epoch on the fixed (cached) test view
+while the text features are recomputed at every step through the prompt learner:
+
+- fresh views (`ImageBatches`, `fit_selection_rules(fresh=FreshViews(...))`; the release and
+  the `full` default): every epoch each training image is loaded and gets a new
+  RandomResizedCrop(224, scale 0.08-1, bicubic) + horizontal flip (Dassl's
+  `transforms.py:234-239`, `defaults.py:40`), and the frozen image encoder runs on it under
+  no_grad on the study's device. View randomness is seeded per (seed, epoch, image), so a
+  resumed run, or one with another number of loader workers, sees the same views.
+- cached views (`CachedFeatureBatches`; the speed option and the `lite`/`tiny` default): the
+  features of K augmented views per image are cached once, and each epoch draws one of them
+  per image.
 
 Selection rules: `best_on_test` picks the epoch with the best test SRCC (what the released
 code reports: Dassl's "best_val" falls back to the test set when there is no val set),
@@ -31,10 +39,11 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch import nn
-from tqdm.auto import tqdm
 
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.features import item_seed
 from agiqa_lib.core.io import open_rgb
+from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.core.training import TrainingState
 
 SELECTION_RULES = ("best_on_test", "last", "best_on_val")
@@ -70,6 +79,8 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class CachedFeatureBatches:
     """Training batches from cached features: per epoch, one of K augmented views per image."""
 
+    kind = "cached"
+
     def __init__(self, views: torch.Tensor, mos: Sequence[float], batch_size: int = 32,
                  seed: int = 0) -> None:
         if views.dim() == 2:
@@ -96,39 +107,70 @@ class CachedFeatureBatches:
 
 
 class ImageBatches:
-    """End-to-end batches: load, augment and encode the images at every step (no cache)."""
+    """Fresh views: load, augment and encode the images at every step (no cache).
+
+    Batches are shuffled by a generator seeded from (seed, epoch), the last partial batch is
+    dropped (Dassl's train loader); the random view of image `ids[i]` in epoch e is seeded by
+    `core.features.item_seed(seed, "fresh{e}", ids[i])`, whatever the worker or batch. `encode`
+    maps a batch on `device` to features; it runs under no_grad (the encoder is frozen).
+    """
+
+    kind = "fresh"
 
     def __init__(self, paths: Sequence[str], mos: Sequence[float], transform: Callable,
                  encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 32,
-                 seed: int = 0, num_workers: int = 0) -> None:
-        self.dataset = _ImageDataset(list(paths), np.asarray(mos, dtype=np.float32), transform)
+                 seed: int = 0, num_workers: int = 0, device: str | torch.device = "cpu",
+                 ids: Sequence[int] | None = None) -> None:
+        ids = list(range(len(paths))) if ids is None else [int(i) for i in ids]
+        self.dataset = _ImageDataset(list(paths), np.asarray(mos, dtype=np.float32), transform,
+                                     ids, seed)
         self.encode, self.batch_size = encode, batch_size
-        self.seed, self.num_workers = seed, num_workers
+        self.seed, self.num_workers, self.device = seed, num_workers, torch.device(device)
 
     def __len__(self) -> int:
         n = len(self.dataset)
         return n // self.batch_size if n >= self.batch_size else 1
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (image features [B, D], mos [B]); augmentation randomness seeded per epoch."""
-        torch.manual_seed(self.seed * 100_003 + epoch + 1)  # transforms draw from the global RNG
+        """Yield (image features [B, D] on `device`, mos [B]) for one epoch of fresh views."""
+        self.dataset.epoch = epoch
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.batch_size, shuffle=True,
             drop_last=len(self.dataset) >= self.batch_size, num_workers=self.num_workers,
-            generator=_epoch_generator(self.seed, epoch))
+            generator=_epoch_generator(self.seed, epoch),
+            pin_memory=self.device.type == "cuda")
         for images, mos in loader:
-            yield self.encode(images), mos
+            with torch.no_grad():
+                features = self.encode(images.to(self.device, non_blocking=True))
+            yield features, mos
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], mos: np.ndarray, transform: Callable) -> None:
+    def __init__(self, paths: list[str], mos: np.ndarray, transform: Callable,
+                 ids: list[int], seed: int) -> None:
         self.paths, self.mos, self.transform = paths, mos, transform
+        self.ids, self.seed, self.epoch = ids, seed, 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, float]:
-        return self.transform(open_rgb(self.paths[i])), float(self.mos[i])
+        image = open_rgb(self.paths[i])
+        with torch.random.fork_rng(devices=[]):  # torchvision transforms draw from torch's RNG
+            torch.manual_seed(item_seed(self.seed, f"fresh{self.epoch}", self.ids[i]))
+            return self.transform(image), float(self.mos[i])
+
+
+@dataclass
+class FreshViews:
+    """What the fresh-view path needs: every row's image path, the random training transform
+    (the bundle's `preprocess_train`), the frozen encoder (batch on `device` -> features)."""
+
+    paths: Sequence[str]
+    transform: Callable
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    device: str | torch.device = "cpu"
+    num_workers: int = 0
 
 
 @torch.no_grad()
@@ -173,12 +215,14 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    fingerprint = hashlib.sha256(json.dumps([asdict(config), sorted(eval_sets)]).encode())
+    kind = getattr(batches, "kind", "cached")  # a cached run's state is not a fresh run's
+    fingerprint = hashlib.sha256(json.dumps([asdict(config), sorted(eval_sets)]
+                                            + ([] if kind == "cached" else [kind])).encode())
     state = TrainingState(model, optimizer, fingerprint=fingerprint.hexdigest()[:16])
     if checkpoint_path:
         state.restore(checkpoint_path)
-    bar = tqdm(range(state.epochs_done, config.epochs), desc=desc, unit="epoch",
-               disable=not progress, initial=state.epochs_done, total=config.epochs)
+    bar = progress_bar(range(state.epochs_done, config.epochs), desc=desc, unit="epoch",
+                       disable=not progress, initial=state.epochs_done, total=config.epochs)
     for epoch in bar:
         lr = lr_at_epoch(epoch, config)
         for group in optimizer.param_groups:
@@ -269,12 +313,15 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
                         mos: Sequence[float], split: pd.Series, config: TrainConfig | None = None,
                         rules: Sequence[str] = SELECTION_RULES, val_fraction: float = 0.1,
                         checkpoint_dir: str | os.PathLike | None = None,
-                        progress: bool = True) -> SelectionRun:
-    """Train from cached features and predict the test rows under each selection rule.
+                        progress: bool = True, fresh: FreshViews | None = None) -> SelectionRun:
+    """Train and predict the test rows under each selection rule.
 
-    A split with its own "val" rows needs one run. Without one (e.g. `clip_agiqa`), one run on
-    all train rows gives `best_on_test` and `last`, and a second run on train minus a carved
-    val part (`val_fraction`, seeded) gives `best_on_val`. `make_model` builds a fresh model.
+    Training batches come from the cached augmented views of `features`, or with `fresh`
+    from fresh random views encoded at every step (the released path); every evaluation uses
+    the cached test view. A split with its own "val" rows needs one run. Without one (e.g.
+    `clip_agiqa`), one run on all train rows gives `best_on_test` and `last`, and a second run
+    on train minus a carved val part (`val_fraction`, seeded) gives `best_on_val`.
+    `make_model` builds a fresh model.
     """
     config = config or TrainConfig()
     unknown = sorted(set(rules) - set(SELECTION_RULES))
@@ -298,8 +345,13 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
     for run_name, (fit_rows, eval_rows) in runs.items():
         torch.manual_seed(config.seed)  # context and head initialisation
         model = make_model()
-        batches = CachedFeatureBatches(features.training_views(fit_rows), mos[fit_rows],
-                                       config.batch_size, config.seed)
+        if fresh is not None:
+            batches = ImageBatches([fresh.paths[r] for r in fit_rows], mos[fit_rows],
+                                   fresh.transform, fresh.encode, config.batch_size,
+                                   config.seed, fresh.num_workers, fresh.device, ids=fit_rows)
+        else:
+            batches = CachedFeatureBatches(features.training_views(fit_rows), mos[fit_rows],
+                                           config.batch_size, config.seed)
         eval_sets = {name: EvalSet(features.test[torch.as_tensor(rows)], mos[rows])
                      for name, rows in eval_rows.items()}
         ckpt = Path(checkpoint_dir) / f"{run_name}.safetensors" if checkpoint_dir else None

@@ -8,9 +8,26 @@ import dataclasses
 import typing
 from typing import Any, Mapping, Sequence, TypeVar
 
-from agiqa_lib.core.config import StudyConfig
+from agiqa_lib.core.config import DEVICE_HELP, StudyConfig
+from agiqa_lib.data.datasets import DATASET_NAMES
 
 C = TypeVar("C", bound=StudyConfig)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, profiles: Sequence[str] | None = None,
+                          default_profile: str = "lite", limit: str | None = None) -> None:
+    """The options every per-dataset command shares: dataset, --root, and (when `profiles` is
+    given) --profile, --device and, with `limit` (its help text), --limit."""
+    parser.add_argument("dataset", help=f"dataset name ({', '.join(DATASET_NAMES)})")
+    parser.add_argument("--root", default=None, help="dataset folder (not needed for demo)")
+    if profiles is None:
+        return
+    parser.add_argument("--profile", default=default_profile, choices=tuple(profiles),
+                        help=f"weight profile (default {default_profile})")
+    parser.add_argument("--device", default="cpu", help=f"torch device: {DEVICE_HELP} "
+                                                        "(default cpu)")
+    if limit is not None:
+        parser.add_argument("--limit", type=int, default=None, help=limit)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[StudyConfig],

@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the study, print its table, timings and checkpoint."""
     cfg = config_from_args(ClipStudyConfig, args)
     cfg.apply_threads()
+    print(f"profile {cfg.profile}, weights {cfg.weights}, precision {cfg.precision}, "
+          f"augmentation {cfg.augmentation_label}, device {cfg.device}")
+    if cfg.random_weights:
+        print("RANDOM weights: a pipeline check, the numbers mean nothing")
     result = study.run(cfg)
     columns = ["model", "selection", "srcc", "srcc_lo", "srcc_hi", "plcc_raw", "plcc_raw_lo",
                "plcc_raw_hi", "krcc", "rmse_logistic", "n", "epoch"]

@@ -25,11 +25,17 @@ def run(args: argparse.Namespace) -> int:
     """Train, print one row per variant x evaluation, save the scorer checkpoint."""
     cfg = config_from_args(MAStudyConfig, args)
     cfg.apply_threads()
+    print(f"profile {cfg.profile}, weights {cfg.weights}, resize {cfg.resize}, val selection "
+          f"{cfg.val_selection}, semantic source {cfg.semantic_source}, device {cfg.device}")
+    if cfg.random_weights:
+        print("RANDOM weights: a pipeline check, the numbers mean nothing")
     result = study.run(cfg)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(study.seed_summary(result.table).round(4).to_string(index=False))
     for run_ in result.runs:
-        print(f"{run_.variant} seed {run_.seed}: best epoch {run_.best_epoch}, "
-              f"{run_.seconds:.0f} s")
+        print(f"{run_.variant} seed {run_.seed}: best epoch {run_.best_epoch} "
+              f"({run_.selection}), {run_.seconds:.0f} s")
+        for note in run_.notes:
+            print(f"  note: {note}")
     print(f"checkpoint: {study.save_scorer_checkpoint(result, cfg)}")
     return 0

@@ -23,6 +23,11 @@ from agiqa_lib.core.profiles import PROFILE_NAMES, get_profile
 
 PRECISIONS: Mapping[str, torch.dtype] = {
     "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# CLIP-AGIQA's released default (Dassl PREC "fp16"): CLIP and the context vectors in fp16, the
+# regression head in fp32 (see `clip_agiqa.model`). Its tensors are fp16.
+FP16_AS_RELEASED = "fp16_as_released"
+CLIP_PRECISIONS: tuple[str, ...] = (*PRECISIONS, FP16_AS_RELEASED)
+WEIGHTS = ("pretrained", "random")  # random: full-size architectures, random weights (full only)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (the first available of cuda, mps, cpu)"
 
@@ -59,10 +64,23 @@ def resolve_device(device: str) -> torch.device:
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    """torch dtype of a precision name (fp32, fp16, bf16)."""
+    """torch dtype of a precision name (fp32, fp16, bf16; fp16_as_released is fp16)."""
+    if precision == FP16_AS_RELEASED:
+        return torch.float16
     if precision not in PRECISIONS:
         raise AgiqaError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     return PRECISIONS[precision]
+
+
+def is_cuda(device: str) -> bool:
+    """Whether a device option means a CUDA device here (`auto` does when CUDA is available)."""
+    name = str(device)
+    return name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+
+
+def auto_option(value: Any, default: Any) -> Any:
+    """`default` when a setting is left to the profile (None or "auto"), else the value itself."""
+    return default if value is None or value == "auto" else value
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,11 @@ class StudyConfig:
     profile: str = option("lite", "weight profile", choices=PROFILE_NAMES)
     protocol: str = option("", "split protocol")
     split_seed: int | None = option(None, "replace the protocol's own split seed")
+    weights: str = option("pretrained", "pretrained: the profile's weights; random: the "
+                                        "full-size architectures with random weights, a "
+                                        "pipeline check without downloads (profile full only; "
+                                        "results and files are labelled random)",
+                          choices=WEIGHTS)
     device: str = option("cpu", f"torch device: {DEVICE_HELP}")
     precision: str = option("fp32", "dtype of the frozen encoders", choices=tuple(PRECISIONS))
     out_dir: str = option("outputs", "figures/, checkpoints/, runs/ and predictions/ go here")
@@ -88,6 +111,13 @@ class StudyConfig:
     def __post_init__(self) -> None:
         get_profile(self.profile)
         precision_dtype(self.precision)
+        if self.weights not in WEIGHTS:
+            raise AgiqaError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}.")
+        if self.weights == "random" and self.profile != "full":
+            raise AgiqaError(f"weights='random' (--weights random) builds the full-size "
+                             f"architectures with random weights, so it applies to profile "
+                             f"'full' only, not {self.profile!r}; the tiny profile is already "
+                             "random.")
         if not DEVICE_PATTERN.match(str(self.device)):
             raise AgiqaError(f"device {self.device!r} is not one of: {DEVICE_HELP}.")
         if self.n_boot < 1:
@@ -133,3 +163,13 @@ class StudyConfig:
     def out(self) -> Path:
         """`out_dir` as a Path."""
         return Path(self.out_dir)
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether this study runs the full-size architectures with random weights."""
+        return self.weights == "random"
+
+    @property
+    def weights_tag(self) -> str:
+        """"_random" for random-weight runs (file and folder names), else ""."""
+        return "_random" if self.random_weights else ""

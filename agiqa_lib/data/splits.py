@@ -10,6 +10,9 @@ row order (as `agiqa_lib.data.datasets.load_dataset` returns it).
   `random.shuffle(sel_num)`; train = `sel_num[:int(N*0.7)]`, val =
   `sel_num[int(N*0.7):int(N*0.8)]`, test = `sel_num[int(N*0.8):]` (AGIQA-3K: 2087/298/597).
   `main.py` re-seeds the same way for every repeat, so all its repeats share this split.
+  On AIGIQA-20K the release reads `info_train.csv` only (`dataset_general`, process.py:99), so
+  only the rows of the training sheet are shuffled (the loader marks them in the column
+  `ma_agiqa_pool`): 9,800/1,400/2,800 of its 14,000 rows, whatever else is in the folder.
 - `clip_agiqa`: Tang et al.'s `datasets/AGIQA.py` (wzczc/CLIP-AGIQA):
   `train_test_split(data, test_size=0.2, random_state=42)`, no val (AGIQA-3K: 2385/597);
   our AGIQA-3K test part matches the `datasets/AGIQA/test/test.csv` committed there.
@@ -20,6 +23,11 @@ row order (as `agiqa_lib.data.datasets.load_dataset` returns it).
   so K=5 gives the same 70/10/20 shares as `prompt_disjoint` while the K test folds cover
   every prompt exactly once.
 - `official`: the dataset's own split, from its `official_split` column.
+
+A row without a score (NaN MOS: AIGIQA-20K's val/test sheets when their labels are withheld)
+never enters a part: the random and prompt-based protocols leave it out before shuffling (its
+split value is None), and `official` stops with an AgiqaError when a part would hold such rows.
+`assigned_rows(df, split)` keeps the rows that a part took.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ MA_AGIQA_SEED = 20
 CLIP_AGIQA_SEED = 42
 PROMPT_DISJOINT_SEED = 0
 PROMPT_SHARES = (0.7, 0.1, 0.2)
+MA_AGIQA_POOL = "ma_agiqa_pool"  # bool column: the rows MA-AGIQA's released split draws from
 KFOLD_VAL_SHARE = 1 / 8
 _KFOLD = re.compile(r"prompt_disjoint_k(\d+)_f(\d+)")
 
@@ -50,21 +59,59 @@ def make_split(df: pd.DataFrame, protocol: str, seed: int | None = None) -> pd.S
     prompt-disjoint ones); `official` ignores it.
     """
     used_seed = effective_seed(protocol, seed)
-    if protocol == "ma_agiqa":
-        parts = _ma_agiqa(len(df), used_seed)
-    elif protocol == "clip_agiqa":
-        parts = _clip_agiqa(len(df), used_seed)
-    elif protocol == "prompt_disjoint":
-        parts = _prompt_disjoint(df, used_seed)
-    elif _KFOLD.fullmatch(protocol):
-        k, fold = map(int, _KFOLD.fullmatch(protocol).groups())
-        parts = _prompt_kfold(df, k, fold, used_seed)
-    elif protocol == "official":
+    if protocol == "official":
         return _official(df)
-    else:
+    if protocol != "ma_agiqa" and not _KFOLD.fullmatch(protocol) \
+            and protocol not in ("clip_agiqa", "prompt_disjoint"):
         raise AgiqaError(f"unknown split protocol {protocol!r}; valid protocols are "
                          f"{', '.join(PROTOCOLS)} (e.g. prompt_disjoint_k5_f0)")
-    return pd.Series(parts, index=df.index, name="split", dtype=object)
+    pool = _scored(df)
+    if protocol == "ma_agiqa" and MA_AGIQA_POOL in df.columns:
+        pool = pool & df[MA_AGIQA_POOL].fillna(False).astype(bool).to_numpy()
+    rows = df[pool]
+    if protocol == "ma_agiqa":
+        parts = _ma_agiqa(len(rows), used_seed)
+    elif protocol == "clip_agiqa":
+        parts = _clip_agiqa(len(rows), used_seed)
+    elif protocol == "prompt_disjoint":
+        parts = _prompt_disjoint(rows, used_seed)
+    else:
+        k, fold = map(int, _KFOLD.fullmatch(protocol).groups())
+        parts = _prompt_kfold(rows, k, fold, used_seed)
+    out = pd.Series(None, index=df.index, name="split", dtype=object)
+    out[pool] = parts
+    return out
+
+
+def release_order(df: pd.DataFrame, protocol: str, seed: int | None = None) -> np.ndarray:
+    """Row positions in the order the papers' code lists them: for `ma_agiqa` the shuffled
+    index list of `dataset_general` (so its val part is read by the released val loader in
+    this order), otherwise the file order; rows that no part takes are left out."""
+    pool = _scored(df)
+    if protocol == "ma_agiqa" and MA_AGIQA_POOL in df.columns:
+        pool = pool & df[MA_AGIQA_POOL].fillna(False).astype(bool).to_numpy()
+    positions = np.flatnonzero(pool)
+    if protocol != "ma_agiqa":
+        return positions
+    order = list(range(len(positions)))
+    random.Random(effective_seed(protocol, seed)).shuffle(order)
+    return positions[order]
+
+
+def assigned_rows(df: pd.DataFrame, split: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows a split part took (train, val or test) and their split, both re-indexed 0..n-1
+    in the original order (rows without a score are dropped here)."""
+    keep = split.reindex(df.index).isin(PARTS).to_numpy()
+    if keep.all():
+        return df, split
+    return df[keep].reset_index(drop=True), split[keep].reset_index(drop=True)
+
+
+def _scored(df: pd.DataFrame) -> np.ndarray:
+    """Per row, whether it has a score (rows without one never enter a part)."""
+    if "mos" not in df.columns:
+        return np.ones(len(df), dtype=bool)
+    return pd.to_numeric(df["mos"], errors="coerce").notna().to_numpy()
 
 
 def effective_seed(protocol: str, seed: int | None = None) -> int | None:
@@ -225,6 +272,16 @@ def _official(df: pd.DataFrame) -> pd.Series:
         examples = sorted(set(map(str, split[bad].head(3))))
         raise AgiqaError(f"`official_split` has {int(bad.sum())} values other than "
                          f"train/val/test (e.g. {examples})")
+    unscored = ~_scored(df)
+    if unscored.any():
+        counts = split[unscored].value_counts()
+        where = ", ".join(f"{int(counts[p])} in {p}" for p in PARTS if p in counts)
+        raise AgiqaError(f"the official split would put {int(unscored.sum())} rows without a "
+                         f"score into its parts ({where}): their labels are withheld (e.g. "
+                         "AIGIQA-20K's info_val / info_test sheets without MOS), and a row "
+                         "without a score never enters a train/val/test part; add the scored "
+                         "sheets, or use protocol ma_agiqa (the released split of the scored "
+                         "training sheet)")
     return split.rename("split")
 
 

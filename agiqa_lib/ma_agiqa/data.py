@@ -1,10 +1,13 @@
 """MA-AGIQA's data side: one dataset ready for training, and the released augmentation.
 
-`prepare_data` loads a dataset, splits it, and computes (once, cached) what the model reads:
-the frozen IQA backbone's tokens for `lite`/`tiny` (for `full` the images themselves are read
-at every step, since the ViT is fine-tuned) and the MLLM semantic vectors. `MAItems` serves
-(input, semantic vectors, MOS, row) to a DataLoader and applies the released augmentation
-to training items.
+`prepare_data` loads a dataset, splits it (rows without a score are dropped), and computes
+(once, cached) what the model reads: the frozen IQA backbone's tokens for `lite`/`tiny` (for
+`full` the images themselves are read at every step, since the ViT is fine-tuned) and the
+semantic vectors, from the MLLM or from MA-AGIQA's released `.pt` files
+(`semantic_source="official:DIR"`, imported into the semantic cache through
+`ma_agiqa.semantic.cache_official_vectors`). `MAItems` serves (input, semantic vectors, MOS,
+row) to a DataLoader and applies the released augmentation to training items; with the
+released cv2 preprocessing it hands the transform the file path, which it reads as released.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
+from agiqa_lib.backbones.iqa_backbone import FULL_CHANNELS, create_iqa_backbone
 from agiqa_lib.backbones.mllm import create_mllm
 from agiqa_lib.core.cache import CacheKey
 from agiqa_lib.core.features import describe_transform, extract_features
 from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.profiles import get_profile
 from agiqa_lib.data.datasets import load_dataset
-from agiqa_lib.data.splits import make_split
+from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.data.splits import assigned_rows, make_split, release_order
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.model import MAAGIQA, ma_agiqa_config
-from agiqa_lib.ma_agiqa.semantic import extract_semantic_vectors
+from agiqa_lib.ma_agiqa.semantic import (OFFICIAL_MODEL_ID, OfficialVectorsSource,
+                                         cache_official_vectors, extract_semantic_vectors,
+                                         load_cached_vectors)
 
 
 @dataclass
@@ -37,6 +43,9 @@ class PreparedData:
 
     `tokens` [N, C, grid * grid] fp16 for frozen-backbone profiles, None for `full` (images
     are read from `df.path`). `semantic` [N, 2, D] (None when only MANIQA alone is trained).
+    `mllm_source` is what a checkpoint records to rebuild the MLLM for scoring (a hub id or
+    folder for `full`, the official vectors' id, or None for the profile's own); `val_order`
+    lists the val rows in the order the released val loader reads them.
     """
 
     dataset: str
@@ -50,6 +59,12 @@ class PreparedData:
     mllm_is_stand_in: bool = False
     in_channels: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    resize: str = "pil"
+    weights: str = "pretrained"
+    semantic_source: str = "mllm"
+    mllm_source: str | None = None
+    vit_checkpoint: str | None = None
+    val_order: np.ndarray | None = None
 
     def rows(self, part: str) -> np.ndarray:
         """Row positions of one part ("train", "val", "test")."""
@@ -59,6 +74,20 @@ class PreparedData:
     def semantic_dim(self) -> int | None:
         """D of the semantic vectors."""
         return None if self.semantic is None else int(self.semantic.shape[-1])
+
+    def released_val_rows(self, batch_size: int = 8) -> np.ndarray:
+        """The val rows the released val loader scores: its order (`val_order`, else file
+        order), last partial batch dropped (`DataLoader(shuffle=False, drop_last=True)`,
+        MA-AGIQA `main.py:264-265`)."""
+        order = self.val_order if self.val_order is not None else self.rows("val")
+        return np.asarray(order[:len(order) // batch_size * batch_size], dtype=int)
+
+    def image_transform(self):
+        """The image preprocessing of this data's resize (what the `full` path reads images
+        with; no backbone is built)."""
+        from agiqa_lib.backbones.iqa_backbone import image_transform
+
+        return image_transform(False, resize=self.resize)
 
 
 def prepare_data(cfg: MAStudyConfig) -> PreparedData:
@@ -73,28 +102,58 @@ def prepare_data(cfg: MAStudyConfig) -> PreparedData:
         df = df.iloc[np.linspace(0, len(df) - 1, min(cfg.limit, len(df))).astype(int)]
         df = df.reset_index(drop=True)
     split = make_split(df, cfg.protocol, seed=cfg.split_seed)
+    order = release_order(df, cfg.protocol, seed=cfg.split_seed)
+    val_order = order[split.to_numpy()[order] == "val"]
+    kept = np.flatnonzero(split.isin(("train", "val", "test")).to_numpy())
+    df, split = assigned_rows(df, split)
+    val_order = np.searchsorted(kept, val_order)  # positions in the kept rows
     device = cfg.torch_device
     timings: dict[str, float] = {}
     trained = get_profile(cfg.profile).train_iqa_backbone
-    # a fine-tuned backbone's weights are loaded with the model (`train.new_model`)
-    backbone = create_iqa_backbone(cfg.profile, pretrained=not trained)
-    tokens = None
+    # a fine-tuned backbone's weights are loaded with the model (`train.new_model`); here only
+    # its width is needed, which needs no ViT-B/8 to be built
+    tokens, in_channels = None, FULL_CHANNELS
     if not trained:
+        backbone = create_iqa_backbone(cfg.profile, pretrained=True)
+        in_channels = backbone.out_channels
         start = time.perf_counter()
         tokens = backbone_tokens(df, backbone, cfg, device)
         timings["tokens_s"] = time.perf_counter() - start
-    semantic, stand_in, mllm_id = None, False, None
+    semantic, stand_in, mllm_id, source = None, False, None, None
     if cfg.needs_semantic:
-        encoder = create_mllm(cfg.profile, device=str(device),
-                              model_id=cfg.mllm_model_id if cfg.profile == "full" else None)
         start = time.perf_counter()
-        semantic = extract_semantic_vectors(df, encoder, dataset=cfg.dataset,
-                                            progress=cfg.progress)
+        if cfg.official_vectors_dir is not None:
+            semantic = official_vectors(df, cfg.official_vectors_dir, cfg.dataset)
+            mllm_id = source = OFFICIAL_MODEL_ID
+        else:
+            source = cfg.mllm_source()
+            encoder = create_mllm(cfg.profile, device=str(device), model_id=source)
+            semantic = extract_semantic_vectors(df, encoder, dataset=cfg.dataset,
+                                                progress=cfg.progress)
+            stand_in, mllm_id = bool(encoder.is_stand_in), encoder.model_id
+            if cfg.profile == "full" and source is None:
+                from agiqa_lib.backbones.mllm import DEFAULT_FULL_MODEL
+
+                source = DEFAULT_FULL_MODEL
         timings["semantic_s"] = time.perf_counter() - start
-        stand_in, mllm_id = bool(encoder.is_stand_in), encoder.model_id
     return PreparedData(cfg.dataset, cfg.profile, cfg.protocol, df, split, tokens, semantic,
                         mllm_model_id=mllm_id, mllm_is_stand_in=stand_in,
-                        in_channels=backbone.out_channels, timings=timings)
+                        in_channels=in_channels, timings=timings, resize=cfg.resize,
+                        weights=cfg.weights,
+                        semantic_source="official" if cfg.official_vectors_dir else "mllm",
+                        mllm_source=source, vit_checkpoint=cfg.vit_checkpoint,
+                        val_order=val_order)
+
+
+def official_vectors(df: pd.DataFrame, folder: str, dataset: str | None = None) -> torch.Tensor:
+    """MA-AGIQA's released semantic vectors [N, 2, 4096] of `df`, from the semantic cache or
+    imported once from `folder` (`{stem}_semantic_content.pt`, `{stem}_coherence.pt`)."""
+    source = OfficialVectorsSource()
+    try:
+        return load_cached_vectors(df, source)
+    except AgiqaError:
+        cache_official_vectors(df, folder, dataset=dataset)
+        return load_cached_vectors(df, source)
 
 
 def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, cfg: MAStudyConfig,
@@ -102,7 +161,7 @@ def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, cfg: MAStudyCon
     """Frozen backbone tokens pooled to the profile's MANIQA grid, [N, C, grid^2] fp16, cached."""
     probe = MAAGIQA(ma_agiqa_config(cfg.profile, "maniqa", backbone.out_channels), backbone)
     probe.to(device).eval()
-    transform = backbone.transform(False)
+    transform = backbone.transform(False, resize=cfg.resize)
     key = CacheKey(dataset=cfg.dataset, model_id=f"{backbone.model_id}/pool{probe.cfg.maniqa.grid}",
                    profile=cfg.profile, transform=describe_transform(transform))
     return extract_features([str(p) for p in df["path"]], probe.tokens, transform, key,
@@ -145,6 +204,8 @@ class MAItems(Dataset):
         row = int(self.rows[i])
         if self.data.tokens is not None:
             x = self.data.tokens[row].float().unflatten(1, (self.grid, self.grid))
+        elif getattr(self.transform, "reads_paths", False):  # released cv2: reads the file
+            x = self.transform(str(self.data.df["path"].iloc[row]))
         else:
             x = self.transform(open_rgb(self.data.df["path"].iloc[row]))
         if self.augmentation is not None:

@@ -16,6 +16,12 @@ Profiles (what differs from the released `full` model is listed here and set in
 Variants: ``maniqa`` (MANIQA alone: sum(f * w) / sum(w), no MLLM) and the fusion variants of
 `models.moe.FUSION_VARIANTS` (``released_gate``, ``softmax_gate``, ``semantic_only``,
 ``coherence_only``, ``concat_mlp``).
+
+A checkpoint's config also records how the model was made and what scoring new images needs:
+the image `resize` it was trained with (`released_cv2` or `pil`; the scorer applies the same),
+`weights` ("random" for a pipeline check) and `semantic_source` with `mllm_model_id` (the MLLM
+hub id or folder, or the official vectors, whose model, mPLUG-Owl2-LLaMA2-7B, must then be
+available to score new images).
 """
 
 from __future__ import annotations
@@ -49,7 +55,10 @@ class MAAGIQAConfig:
     maniqa: ManiqaConfig
     fusion: FusionConfig | None          # None: MANIQA alone
     train_backbone: bool                 # full fine-tunes the ViT; lite/tiny freeze it
-    mllm_model_id: str | None = None     # full only: which MLLM made the semantic vectors
+    mllm_model_id: str | None = None     # which MLLM made the vectors (full; official vectors)
+    resize: str = "pil"                  # image resize: released_cv2 (full) or pil
+    weights: str = "pretrained"          # "random": full architecture, random weights
+    semantic_source: str = "mllm"        # mllm, or official (the released .pt vectors)
 
     def to_json(self) -> str:
         """JSON text of this config."""
@@ -115,8 +124,9 @@ class MAAGIQA(nn.Module):
 
 def ma_agiqa_config(profile: str = "lite", variant: str = "released_gate",
                     in_channels: int = 3072, semantic_dim: int | None = None,
-                    clean_tablock: bool = False,
-                    mllm_model_id: str | None = None) -> MAAGIQAConfig:
+                    clean_tablock: bool = False, mllm_model_id: str | None = None,
+                    resize: str = "pil", weights: str = "pretrained",
+                    semantic_source: str = "mllm") -> MAAGIQAConfig:
     """The MAAGIQAConfig of a profile and variant (`in_channels`: the backbone's channels)."""
     settings = get_profile(profile)
     if variant not in VARIANTS:
@@ -131,7 +141,8 @@ def ma_agiqa_config(profile: str = "lite", variant: str = "released_gate",
                               semantic_dim=semantic_dim or settings.semantic_dim,
                               questions=questions, gate=gate, drop=maniqa.drop)
     return MAAGIQAConfig(profile, variant, maniqa, fusion, train_backbone=settings.train_iqa_backbone,
-                         mllm_model_id=mllm_model_id)
+                         mllm_model_id=mllm_model_id, resize=resize, weights=weights,
+                         semantic_source=semantic_source)
 
 
 def create_ma_agiqa(profile: str = "lite", variant: str = "released_gate",
@@ -168,7 +179,7 @@ def save_checkpoint(model: MAAGIQA, path: str | os.PathLike,
 
     metadata = {"agiqa_model": "ma_agiqa", "profile": model.cfg.profile,
                 "variant": model.cfg.variant, "config": model.cfg.to_json(),
-                **(extra_metadata or {})}
+                "weights": model.cfg.weights, **(extra_metadata or {})}
     # clone: safetensors refuses tensors that share storage
     tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return write_checkpoint(path, tensors, metadata)
@@ -208,7 +219,7 @@ class MAAGIQAScorer:
         self.device = device
         self.batch_size = batch_size
         self.checkpoint = checkpoint
-        self.transform = model.backbone.transform(False)
+        self.transform = model.backbone.transform(False, resize=model.cfg.resize)
 
     def semantic_vectors(self, images: list[Image.Image]) -> torch.Tensor:
         """[B, 2, D] MLLM vectors for the two MA-AGIQA questions."""
@@ -234,16 +245,43 @@ class MAAGIQAScorer:
         return torch.cat(scores).numpy() if scores else np.zeros(0)
 
 
+def mllm_source(model_id: str | None) -> str | None:
+    """A recorded MLLM id as `create_mllm` takes it: the `local:` / `hf:` prefixes of stable
+    cache ids (what older checkpoints stored) are dropped."""
+    if model_id is None:
+        return None
+    for prefix in ("local:", "hf:"):
+        if model_id.startswith(prefix):
+            return model_id[len(prefix):]
+    return model_id
+
+
 def load_scorer(checkpoint_path: str | os.PathLike, device: str = "cpu") -> MAAGIQAScorer:
-    """A scorer from a notebook-04 checkpoint; builds the same-profile MLLM for new images."""
+    """A scorer from a notebook-04 checkpoint; builds the MLLM that made its training vectors.
+
+    A model trained on the official MA-AGIQA vectors needs their model, the full
+    mPLUG-Owl2-LLaMA2-7B, to score new images; when it cannot be loaded the AgiqaError says so.
+    """
     model = load_model(checkpoint_path, device)
     encoder = None
     if model.needs_semantic:
-        from agiqa_lib.backbones.mllm import create_mllm
+        from agiqa_lib.backbones.mllm import DEFAULT_FULL_MODEL, create_mllm
+        from agiqa_lib.ma_agiqa.semantic import OFFICIAL_MODEL_ID
 
         cfg = model.cfg
-        encoder = create_mllm(cfg.profile, model_id=cfg.mllm_model_id if cfg.profile == "full"
-                              else None, device=device)
+        if cfg.semantic_source == "official" or cfg.mllm_model_id == OFFICIAL_MODEL_ID:
+            try:
+                encoder = create_mllm("full", model_id=DEFAULT_FULL_MODEL, device=device)
+            except AgiqaError as err:
+                raise AgiqaError(
+                    f"{checkpoint_path} was trained on the official MA-AGIQA semantic vectors "
+                    f"(released .pt files, made by mPLUG-Owl2-LLaMA2-7B); scoring new images "
+                    f"needs that model to make their vectors, and it is not available here: "
+                    f"{err}") from None
+        else:
+            encoder = create_mllm(cfg.profile, device=device,
+                                  model_id=mllm_source(cfg.mllm_model_id)
+                                  if cfg.profile == "full" else None)
         if encoder.dim != cfg.fusion.semantic_dim:
             raise AgiqaError(f"{checkpoint_path} was trained on {cfg.fusion.semantic_dim}-d "
                              f"semantic vectors but the {cfg.profile} MLLM gives {encoder.dim}")

@@ -1,8 +1,10 @@
 """The MA-AGIQA study of notebook 04 and `agiqa train-ma`, in the steps both papers share.
 
-1. `prepare(cfg)`: dataset, split, cached backbone tokens (lite/tiny) and semantic vectors.
+1. `prepare(cfg)`: dataset, split, cached backbone tokens (lite/tiny) and semantic vectors
+   (from the MLLM or the official released vectors, `cfg.semantic_source`).
 2. `train(data, cfg, variant, seed)`: one resumable run of one variant, tested once on its
-   best-val epoch (every test image, and the released drop_last subset).
+   best-val epoch (every test image, and the released drop_last subset); the best epoch is
+   chosen as corrected (default) or as released (`cfg.val_selection`).
 3. `evaluate(runs)`: one table row per variant x seed x evaluation; `records(run, data, cfg)`
    one `ResultRecord` per evaluation (predictions saved); `seed_summary` over seeds.
 `run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
@@ -21,7 +23,7 @@ from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predict
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.data import PreparedData, prepare_data
 from agiqa_lib.ma_agiqa.model import save_checkpoint
-from agiqa_lib.ma_agiqa.train import SELECTION, RunResult, new_model, train_run
+from agiqa_lib.ma_agiqa.train import RunResult, new_model, train_run
 
 
 def prepare(cfg: MAStudyConfig) -> PreparedData:
@@ -30,9 +32,14 @@ def prepare(cfg: MAStudyConfig) -> PreparedData:
 
 
 def run_dir(cfg: MAStudyConfig, variant: str, seed: int) -> Path:
-    """Folder of one run's resumable state."""
-    return (cfg.out / "runs" / f"{cfg.dataset}_{cfg.profile}_{cfg.protocol}"
-            / f"{variant}_seed{seed}_{cfg.flip}{'_clean' if cfg.clean_tablock else ''}")
+    """Folder of one run's resumable state (settings away from the defaults name it)."""
+    tags = "".join(tag for tag, on in (("_clean", cfg.clean_tablock),
+                                       ("_asreleasedval", cfg.val_selection == "as_released"),
+                                       (f"_{cfg.resize}", cfg.resize != "pil"),
+                                       ("_official", cfg.official_vectors_dir is not None))
+                   if on)
+    return (cfg.out / "runs" / f"{cfg.dataset}_{cfg.profile}{cfg.weights_tag}_{cfg.protocol}"
+            / f"{variant}_seed{seed}_{cfg.flip}{tags}")
 
 
 def train(data: PreparedData, cfg: MAStudyConfig, variant: str, seed: int) -> RunResult:
@@ -46,16 +53,26 @@ def records(run: RunResult, data: PreparedData, cfg: MAStudyConfig) -> list[Resu
     """One ResultRecord per evaluation of a run; the all-test predictions are saved beside
     the results (notebook 05 reads them)."""
     out = []
+    fused = run.variant != "maniqa"
+    extra = {"flip": cfg.flip, "clean_tablock": cfg.clean_tablock, "resize": cfg.resize,
+             "val_selection": cfg.val_selection,
+             "batch_size": cfg.train_config(run.seed, device="cpu").batch_size}
+    if fused:
+        extra["semantic_source"] = cfg.semantic_source
+    if cfg.max_steps_per_epoch is not None:
+        extra["max_steps_per_epoch"] = cfg.max_steps_per_epoch
+    if run.notes:
+        extra["notes"] = list(run.notes)
     for evaluation, metrics in run.metrics.items():
         record = ResultRecord.from_metrics(
-            metrics, model="maniqa" if run.variant == "maniqa" else "ma_agiqa",
+            metrics, model="ma_agiqa" if fused else "maniqa",
             variant=run.variant, dataset=cfg.dataset, protocol=cfg.protocol,
-            profile=cfg.profile, seed=run.seed, target=cfg.target, selection=SELECTION,
-            evaluation=evaluation, epochs=len(run.history), best_epoch=run.best_epoch,
-            train_seconds=round(run.seconds, 1), precision=cfg.precision,
-            mllm_model_id=data.mllm_model_id if run.variant != "maniqa" else None,
-            mllm_stand_in=data.mllm_is_stand_in if run.variant != "maniqa" else None,
-            extra={"flip": cfg.flip, "clean_tablock": cfg.clean_tablock})
+            profile=cfg.profile, weights=cfg.weights, seed=run.seed, target=cfg.target,
+            selection=run.selection, evaluation=evaluation, epochs=len(run.history),
+            best_epoch=run.best_epoch, train_seconds=round(run.seconds, 1),
+            precision=cfg.precision,
+            mllm_model_id=data.mllm_model_id if fused else None,
+            mllm_stand_in=data.mllm_is_stand_in if fused else None, extra=dict(extra))
         if evaluation == "all_test":
             save_predictions(run.predictions, record, cfg.out)
         out.append(record)
@@ -125,7 +142,8 @@ def run(cfg: MAStudyConfig, data: PreparedData | None = None) -> StudyResult:
 
 def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
                            variant: str | None = None) -> Path:
-    """Save one run's model as `{out_dir}/checkpoints/ma_agiqa_{dataset}_{profile}.safetensors`.
+    """Save one run's model as `{out_dir}/checkpoints/ma_agiqa_{dataset}_{profile}.safetensors`
+    (`..._random.safetensors` for random weights).
 
     Default: the released-gate run if trained, else the first run. Loadable by
     `ma_agiqa.model.load_scorer` (and `agiqa score`).
@@ -133,9 +151,10 @@ def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
     variants = [r.variant for r in study.runs]
     variant = variant or ("released_gate" if "released_gate" in variants else variants[0])
     chosen = study.run(variant)
-    path = cfg.out / "checkpoints" / f"ma_agiqa_{cfg.dataset}_{cfg.profile}.safetensors"
+    path = (cfg.out / "checkpoints" /
+            f"ma_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}.safetensors")
     test = chosen.metrics["all_test"]
     return save_checkpoint(chosen.model.cpu(), path, {
         "dataset": cfg.dataset, "protocol": cfg.protocol, "seed": str(chosen.seed),
         "best_epoch": str(chosen.best_epoch), "test_srcc": f"{test['srcc']:.4f}",
-        "mllm_stand_in": str(study.data.mllm_is_stand_in)})
+        "selection": chosen.selection, "mllm_stand_in": str(study.data.mllm_is_stand_in)})

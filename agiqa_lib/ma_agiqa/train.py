@@ -5,15 +5,27 @@ CosineAnnealingLR(T_max=50, eta_min=0) stepped after EVERY ITERATION (so the lea
 oscillates with a period of 100 iterations), seed 20, MSE on raw MOS. Training augmentation
 (`data.augment`): with p=0.7 a rotation by 90/180/270 degrees, and with p=0.7 a "horizontal"
 flip that is really vertical (`flip="as_released"`; `flip="horizontal"` is the fix). The
-epoch with the best val SRCC + PLCC (raw Pearson) is tested once.
+epoch with the best val SRCC + PLCC (raw Pearson) is tested once. Images (`full`) are read and
+resized as the model's config says (`resize`: the released OpenCV INTER_CUBIC path by default
+for `full`, see `backbones.iqa_backbone`). The release trains in fp32 (no autocast/GradScaler
+in `main.py`), and so does this loop.
 
 The released test loader uses shuffle=True and drop_last=True with batch 8, so 5 of the 597
 AGIQA-3K test images are never scored. Here every test image is scored (`all_test`), and the
 as-released figure (`as_released_drop_last`) is computed on the images that a
 DataLoader(shuffle=True, drop_last=True, batch_size=8) seeded with the run's seed keeps. (In
 the released run the dropped five depend on the global RNG state after training, which
-cannot be reproduced; seeding the loader makes the choice reproducible.) The released val
-loader also drops its last 298 % 8 = 2 images; here val uses all of them.
+cannot be reproduced; seeding the loader makes the choice reproducible.)
+
+Epoch selection (`TrainConfig.val_selection`): ``corrected`` (the default; selection
+`best_on_val`) scores every val image and keeps the epoch with the best SRCC + PLCC, whatever
+its sign. ``as_released`` (selection `best_on_val_as_released`) reproduces the released
+validation: the val loader (`shuffle=False, drop_last=True`, batch 8, `main.py:264-265`) reads
+the val rows in the split's shuffled order and drops the last partial batch (298 % 8 = 2
+AGIQA-3K images), and the best score starts at 0 (`main_score = 0`, `main.py:289`; `if rho_s +
+rho_p > main_score`, `main.py:301`), so an epoch whose val SRCC + PLCC is <= 0 is never chosen.
+When no epoch beats 0 the released run saves no checkpoint and its test step fails; here the
+last epoch is tested and the run says so (`RunResult.notes`).
 
 Profiles: `full` trains end to end on images (GPU). `lite` and `tiny` freeze the backbone and
 train on its cached tokens (fp16); rotations and flips are applied to the cached token grid,
@@ -29,10 +41,12 @@ one. The fingerprint leaves the epoch count out, so a finished run can be extend
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +55,10 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.core.training import TrainingState
 from agiqa_lib.evaluation.metrics import evaluate
 from agiqa_lib.ma_agiqa.config import TrainConfig
@@ -52,7 +66,8 @@ from agiqa_lib.ma_agiqa.data import MAItems, PreparedData
 from agiqa_lib.ma_agiqa.model import MAAGIQA, VARIANTS, ma_agiqa_config
 
 EVALUATIONS = ("all_test", "as_released_drop_last")
-SELECTION = "best_on_val"  # the released rule: best val SRCC + PLCC
+SELECTION = "best_on_val"  # best val SRCC + PLCC on every val image (val_selection corrected)
+SELECTIONS = {"corrected": SELECTION, "as_released": "best_on_val_as_released"}
 
 
 def as_released_test_indices(n: int, batch_size: int = 8, seed: int = 20) -> np.ndarray:
@@ -75,10 +90,10 @@ def predict(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConf
     """Scores (and gate weights, [n, experts], when the variant has a gate) for `rows`."""
     model.eval()
     items = MAItems(data, rows, model.cfg.maniqa.grid, cfg.seed,
-                    transform=model.backbone.transform(False))
+                    transform=model.backbone.transform(False, resize=model.cfg.resize))
     loader = DataLoader(items, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     scores, gates = [], []
-    for x, sem, _, _ in tqdm(loader, desc="predict", disable=not progress, leave=False):
+    for x, sem, _, _ in progress_bar(loader, desc="predict", disable=not progress, leave=False):
         out = _forward(model, x, sem, data.tokens is not None, cfg.device)
         scores.append(out.score.float().cpu())
         if out.gates is not None:
@@ -99,6 +114,8 @@ class RunResult:
     predictions: pd.DataFrame               # test rows: name, generator, mos, pred, gate_*
     model: MAAGIQA
     seconds: float
+    selection: str = SELECTION              # best_on_val or best_on_val_as_released
+    notes: list[str] = field(default_factory=list)
 
 
 def _seed_everything(seed: int) -> None:
@@ -111,9 +128,19 @@ def _fingerprint(model: MAAGIQA, data: PreparedData, cfg: TrainConfig) -> str:
     """Hash of everything a resumed run must share with the run that saved the state.
 
     The epoch count is left out, so a finished run can be extended by asking for more epochs.
+    Settings added later are left out while they hold their defaults, so the states of
+    earlier runs stay resumable.
     """
-    text = json.dumps([model.cfg.to_json(),
-                       asdict(replace(cfg, epochs=0, device="", num_workers=0)),
+    model_cfg = json.loads(model.cfg.to_json())
+    for key, default in (("resize", "pil"), ("weights", "pretrained"),
+                         ("semantic_source", "mllm")):
+        if model_cfg.get(key) == default:
+            model_cfg.pop(key)
+    recipe = asdict(replace(cfg, epochs=0, device="", num_workers=0))
+    for key, default in (("val_selection", "corrected"), ("max_steps_per_epoch", None)):
+        if recipe.get(key) == default:
+            recipe.pop(key)
+    text = json.dumps([json.dumps(model_cfg), recipe,
                        data.dataset, data.protocol, data.df["name"].tolist(),
                        data.split.tolist(), data.df["mos"].round(6).tolist()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -145,11 +172,15 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
         state.restore(last)
     items = MAItems(data, train_rows, model.cfg.maniqa.grid, cfg.seed,
                     augmentation=(cfg.aug_prob, cfg.flip),
-                    transform=model.backbone.transform(False))
+                    transform=model.backbone.transform(False, resize=model.cfg.resize))
     mos = data.df["mos"].to_numpy(dtype=float)
+    selection = SELECTIONS[cfg.val_selection]
+    as_released = cfg.val_selection == "as_released"
+    # the released val loader: split order, last partial batch dropped (main.py:264-265)
+    val_eval = data.released_val_rows(cfg.batch_size) if as_released else val_rows
     desc = f"{model.cfg.variant} seed {cfg.seed}"
-    for epoch in tqdm(range(state.epochs_done, cfg.epochs), desc=desc, unit="epoch",
-                      initial=state.epochs_done, total=cfg.epochs, disable=not progress):
+    for epoch in progress_bar(range(state.epochs_done, cfg.epochs), desc=desc, unit="epoch",
+                              initial=state.epochs_done, total=cfg.epochs, disable=not progress):
         _seed_everything(cfg.seed * 1000 + epoch)
         items.epoch = epoch
         loader = DataLoader(items, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -157,7 +188,7 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
                             generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         model.train()
         losses, preds, labels = [], [], []
-        for x, sem, y, _ in loader:
+        for x, sem, y, _ in itertools.islice(loader, cfg.max_steps_per_epoch):  # None: all
             out = _forward(model, x, sem, tokens_mode, cfg.device)
             loss = torch.nn.functional.mse_loss(out.score, y.to(cfg.device))
             optimizer.zero_grad()
@@ -167,21 +198,48 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
             losses.append(loss.item())
             preds.append(out.score.detach().float().cpu().numpy())
             labels.append(y.numpy())
-        val_pred, _ = predict(model, data, val_rows, cfg)
-        val_srcc = float(stats.spearmanr(val_pred, mos[val_rows])[0])
-        val_plcc = float(stats.pearsonr(val_pred, mos[val_rows])[0])
+        val_srcc, val_plcc = _val_scores(model, data, val_eval, cfg, mos)
         p, t = np.concatenate(preds), np.concatenate(labels)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-               "train_srcc": float(stats.spearmanr(p, t)[0]), "val_srcc": val_srcc,
+               "train_srcc": _corr(stats.spearmanr, p, t), "val_srcc": val_srcc,
                "val_plcc": val_plcc, "lr": scheduler.get_last_lr()[0]}
-        state.record(row, {SELECTION: val_srcc + val_plcc})
+        score = val_srcc + val_plcc
+        if as_released and not score > 0:  # the released best score starts at 0
+            score = float("nan")  # never an improvement
+        state.record(row, {selection: score})
         if last is not None:
             state.save(last)
-    if SELECTION in state.snapshots:
-        state.load_weights(state.snapshots[SELECTION])
-    best_epoch = state.best_epochs().get(SELECTION, -1)
-    return _test(model, data, cfg, state.history, best_epoch, test_rows,
-                 time.perf_counter() - start)
+    notes = []
+    if selection in state.snapshots:
+        state.load_weights(state.snapshots[selection])
+        best_epoch = state.best_epochs()[selection]
+    else:
+        best_epoch = state.epochs_done
+        notes.append(f"no epoch had a val SRCC + PLCC above 0 (the released threshold): the "
+                     f"released run would have saved no checkpoint; the last epoch "
+                     f"({best_epoch}) was tested" if as_released else
+                     f"no epoch had a finite val score; the last epoch ({best_epoch}) was tested")
+        warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
+    result = _test(model, data, cfg, state.history, best_epoch, test_rows,
+                   time.perf_counter() - start)
+    result.selection, result.notes = selection, notes + result.notes
+    return result
+
+
+def _corr(fn, a: np.ndarray, b: np.ndarray) -> float:
+    """A correlation, NaN when undefined (fewer than 2 values or a constant input)."""
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(fn(a, b)[0])
+
+
+def _val_scores(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConfig,
+                mos: np.ndarray) -> tuple[float, float]:
+    """Val SRCC and PLCC (raw Pearson) of `rows` (NaN when undefined)."""
+    if len(rows) == 0:
+        return float("nan"), float("nan")
+    pred, _ = predict(model, data, rows, cfg)
+    return _corr(stats.spearmanr, pred, mos[rows]), _corr(stats.pearsonr, pred, mos[rows])
 
 
 def _test(model: MAAGIQA, data: PreparedData, cfg: TrainConfig, history: list[dict],
@@ -190,9 +248,14 @@ def _test(model: MAAGIQA, data: PreparedData, cfg: TrainConfig, history: list[di
     mos = data.df["mos"].to_numpy(dtype=float)[test_rows]
     groups = data.df["generator"].to_numpy()[test_rows]
     kept = as_released_test_indices(len(test_rows), cfg.batch_size, cfg.seed)
-    metrics = {"all_test": evaluate(pred, mos, groups, ci=True, seed=cfg.seed),
-               "as_released_drop_last": evaluate(pred[kept], mos[kept], groups[kept], ci=True,
-                                                 seed=cfg.seed)}
+    metrics = {"all_test": evaluate(pred, mos, groups, ci=True, seed=cfg.seed)}
+    notes = []
+    if len(kept) >= 3:
+        metrics["as_released_drop_last"] = evaluate(pred[kept], mos[kept], groups[kept],
+                                                    ci=True, seed=cfg.seed)
+    else:
+        notes.append(f"the as-released test loader (batch {cfg.batch_size}, drop_last) keeps "
+                     f"{len(kept)} of {len(test_rows)} test images: too few to evaluate")
     predictions = pd.DataFrame({"name": data.df["name"].to_numpy()[test_rows],
                                 "generator": groups, "mos": mos, "pred": pred,
                                 "as_released_kept": np.isin(np.arange(len(test_rows)), kept)})
@@ -200,16 +263,25 @@ def _test(model: MAAGIQA, data: PreparedData, cfg: TrainConfig, history: list[di
         for j, name in enumerate(model.fusion.expert_names):
             predictions[f"gate_{name}"] = gates[:, j]
     return RunResult(model.cfg.variant, cfg.seed, pd.DataFrame(history), best_epoch, metrics,
-                     predictions, model, seconds)
+                     predictions, model, seconds, notes=notes)
 
 
 def new_model(data: PreparedData, variant: str, seed: int, clean_tablock: bool = False,
               backbone_pretrained: bool = True) -> MAAGIQA:
-    """A freshly initialised (seeded) model of `variant` for this data's profile."""
+    """A freshly initialised (seeded) model of `variant` for this data's profile.
+
+    The backbone has the profile's weights (`full`: the hub ViT-B/8, or the data's
+    `vit_checkpoint`), random ones when the data says `weights="random"` or
+    `backbone_pretrained=False`. The config records the data's resize, weights and the
+    source of its semantic vectors (what `load_scorer` needs later).
+    """
     if variant not in VARIANTS:
         raise AgiqaError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     cfg = ma_agiqa_config(data.profile, variant, data.in_channels, data.semantic_dim,
-                          clean_tablock, data.mllm_model_id if data.profile == "full" else None)
-    backbone = create_iqa_backbone(data.profile, pretrained=backbone_pretrained)
+                          clean_tablock, data.mllm_source, resize=data.resize,
+                          weights=data.weights, semantic_source=data.semantic_source)
+    pretrained = backbone_pretrained and data.weights != "random"
+    checkpoint = data.vit_checkpoint if pretrained and data.profile == "full" else None
+    backbone = create_iqa_backbone(data.profile, pretrained=pretrained, checkpoint=checkpoint)
     _seed_everything(seed)
     return MAAGIQA(cfg, backbone)

@@ -6,6 +6,12 @@ columns `name,prompt,mos` (MOS 0-5); images in `train/`, `val/`, `test/` named
 sheet without MOS values (labels withheld, as during the challenge) gives NaN MOS. MOS outside
 0-5, or a name listed twice in one sheet, gives a warning; a name in two sheets is an error
 (the official splits would share an image).
+
+`ma_agiqa_pool` is True for the rows of the training sheet: MA-AGIQA's released split reads
+`info_train.csv` only (wangpuyi/MA-AGIQA `utils/process.py:90-122`, `dataset_general` with
+`csv_file = 'info_train.csv'`), so `make_split(df, "ma_agiqa")` shuffles those 14,000 rows
+(seed 20 -> 9,800/1,400/2,800) whatever else the folder holds; `official` keeps the challenge's
+partition, and rows without a score never enter a part (`agiqa_lib.data.splits`).
 """
 
 from __future__ import annotations
@@ -68,4 +74,5 @@ def load(root: str | Path | None, target: str | None = None,
                          "share images, so remove the duplicates")
     if check_files:
         check_images(df["path"], f"'{root}' (train/, val/, test/)")
+    df["ma_agiqa_pool"] = df["official_split"] == "train"
     return finish(df, target_column)
