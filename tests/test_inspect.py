@@ -38,8 +38,15 @@ def test_prompt_tokens_of_the_openai_tower_show_padding(tmp_path):
     from agiqa_lib.backbones.clip import save_tiny_full_clip
 
     model = create_clip_agiqa("full", checkpoint=str(save_tiny_full_clip(tmp_path / "clip")))
-    table = clip_inspect.prompt_tokens(model)
-    assert table["token"].iloc[-1] == "(padding)" and table["role"].iloc[-2] == "end token (pooled)"
+    ids = model.prompt_learner.tokenized_prompts
+    assert ids.shape[1] < 77  # cut after the longest prompt: padding no prompt needs is gone
+    lengths = (ids != 0).sum(dim=1)
+    short = int(lengths.argmin())  # the shortest prompt still shows its padding
+    table = clip_inspect.prompt_tokens(model, class_index=short)
+    roles = table["role"].tolist()
+    assert roles[lengths[short] - 1] == "end token (pooled)"
+    if lengths[short] < ids.shape[1]:
+        assert table["token"].iloc[-1] == "(padding)"
 
 
 def test_prompt_shapes_follow_the_tensors(clip_model):

@@ -130,6 +130,24 @@ def test_text_tower_without_context_equals_encode_text(bundles, profile):
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("profile", ["tiny", "lite", "full"])
+def test_trimmed_prompts_give_the_same_features_with_context(bundles, profile):
+    """Cutting the prompts after the last real token is exact for the causal EOT-pooled
+    (OpenAI) tower and the padding-masked (HF) one, context vectors included."""
+    tower = TextTower(bundles[profile].model)
+    ids = tower.placeholder_prompts(CLASS_NAMES, n_ctx=16)
+    short = tower.trimmed(ids)
+    assert short.shape[1] < ids.shape[1] and torch.equal(short, ids[:, :short.shape[1]])
+    assert (ids[:, short.shape[1]:] == ids[0, -1]).all()  # only padding was cut
+    context = torch.randn(16, tower.width, generator=torch.Generator().manual_seed(0)) * 0.02
+    with torch.no_grad():
+        full = tower.encode_with_embeddings(
+            tower.insert_context(tower.token_embedding(ids), context), ids)
+        cut = tower.encode_with_embeddings(
+            tower.insert_context(tower.token_embedding(short), context), short)
+    torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("profile", ["tiny", "full"])
 def test_context_vectors_change_features_and_receive_gradients(bundles, profile):
     bundle = bundles[profile]

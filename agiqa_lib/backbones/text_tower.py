@@ -76,6 +76,28 @@ class TextTower:
                              f"{n_ctx} context vectors.")
         return ids
 
+    def trimmed(self, ids: torch.Tensor) -> torch.Tensor:
+        """`ids` [B, L] cut after the last position that can change the text features.
+
+        Exact for both towers: the Hugging Face encoder masks padding (so the all-padding tail
+        contributes nothing to the masked mean), and the OpenAI tower is causal and pools at the
+        end-of-text token (`argmax`/`eos` pooling), so positions after the last EOT never reach
+        a pooled feature. For prompt learning this cuts a step's text forward from 77
+        positions to the longest prompt (about 20). Other poolings are returned unchanged.
+        """
+        if self.kind == "hf":
+            pad = self.model.text.config.pad_token_id
+            keep = (ids != pad).any(dim=0)
+        else:
+            pool = getattr(self.model, "text_pool_type", "argmax")
+            if pool not in ("argmax", "eos") or self.model.attn_mask is None:
+                return ids
+            eos = (ids.argmax(dim=-1) if pool == "argmax"
+                   else (ids == self.model.text_eos_id).int().argmax(dim=-1))
+            keep = torch.zeros(ids.shape[1], dtype=torch.bool, device=ids.device)
+            keep[:int(eos.max()) + 1] = True
+        return ids[:, :int(keep.nonzero().max()) + 1]
+
     def insert_context(self, embeds: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Replace the placeholder embeddings with context vectors ([n_ctx, W] or [B, n_ctx, W])."""
         n_ctx = context.shape[-2]
@@ -86,7 +108,7 @@ class TextTower:
     def encode_with_embeddings(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Text features [B, embed_dim] from input embeddings [B, L, W] and their ids [B, L].
 
-        The ids only locate the end-of-text token and the padding.
+        The ids only locate the end-of-text token and the padding; they may be `trimmed`.
 
         With `embeds = token_embedding(ids)` this equals `clip_model.encode_text(ids)`.
         """
@@ -98,8 +120,10 @@ class TextTower:
         """OpenAI-style tower: add positions, causal transformer, LN, pool at EOT, project."""
         model = self.model
         cast_dtype = model.transformer.get_cast_dtype()
-        x = embeds.to(cast_dtype) + model.positional_embedding.to(cast_dtype)  # [B, L, W]
-        x = model.transformer(x, attn_mask=model.attn_mask)
+        length = embeds.shape[1]  # <= context length when the prompts were trimmed
+        x = embeds.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)  # [B, L, W]
+        mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+        x = model.transformer(x, attn_mask=mask)
         x = model.ln_final(x)
         x = text_global_pool(x, ids, model.text_pool_type,
                              eos_token_id=getattr(model, "text_eos_id", None))  # [B, W]
