@@ -34,6 +34,16 @@ Options:
                    metadata and machine paths removed) to
                    notebooks/reference/<dataset>_<profile>/ and the figures to figures/
   --publish-to DIR like --publish, under DIR instead of the repository
+  --launcher L     single (default): everything runs in one process. accelerate: before the
+                   notebooks, \`accelerate launch -m agiqa_lib.cli\` runs the heavy steps on
+                   --num-processes processes with each notebook's own settings (its parameter
+                   defaults, the options above, its --param items): train-clip (02's CLIP
+                   features and training), semantic extract (03's MLLM vectors; not with
+                   --fast or --weights random) and train-ma (04's tokens, vectors and
+                   training); the notebooks then read the warm caches and the finished
+                   training states and only evaluate, tabulate and plot. Logs: logs/launch_*.log
+  --num-processes N  processes for --launcher accelerate (default: the GPU count with
+                   --device cuda, else 2 CPU processes with gloo)
   -h, --help       show this help
 
 Progress bars print one summary line per loop in the executed notebooks
@@ -44,6 +54,7 @@ USAGE
 dataset=demo; root=""; profile=lite; out=""; fast=False; device=cpu; only=(); extra=()
 publish=""
 weights=pretrained
+launcher=single; nproc=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) dataset="$2"; shift 2 ;;
@@ -57,6 +68,8 @@ while [[ $# -gt 0 ]]; do
     --weights) weights="$2"; shift 2 ;;
     --publish) publish="$here"; shift ;;
     --publish-to) mkdir -p "$2"; publish="$(cd "$2" && pwd)"; shift 2 ;;
+    --launcher) launcher="$2"; shift 2 ;;
+    --num-processes) nproc="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -68,6 +81,11 @@ case "$weights" in
           [[ -z "$publish" ]] || { echo "run_all.sh: --weights random is a pipeline check: its notebooks and figures are not published (drop --publish)" >&2; exit 2; } ;;
   *) echo "run_all.sh: --weights must be pretrained or random, not $weights" >&2; exit 2 ;;
 esac
+case "$launcher" in
+  single|accelerate) ;;
+  *) echo "run_all.sh: --launcher must be single or accelerate, not $launcher" >&2; exit 2 ;;
+esac
+[[ -z "$nproc" || "$nproc" =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: --num-processes must be a positive integer" >&2; exit 2; }
 tag=""; [[ "$weights" == random ]] && tag=_random
 out="${out:-$here/outputs/${dataset}_${profile}${tag}}"
 mkdir -p "$out/notebooks" "$out/logs" "$out/figures"
@@ -84,6 +102,72 @@ params=(-p dataset "$dataset" -p profile "$profile" -p out_dir "$out"
 [[ "$weights" == random ]] && params+=(-p weights random)
 
 start=$(date +%s)
+
+selected() { [[ ${#only[@]} -eq 0 || " ${only[*]} " == *" $1 "* ]]; }
+params_of() {  # the --param items notebook $1 gets, without the NN: prefix
+  local item
+  for item in "${extra[@]+"${extra[@]}"}"; do
+    if [[ "$item" =~ ^([0-9][0-9]):(.*)$ ]]; then
+      [[ "${BASH_REMATCH[1]}" == "$1" ]] || continue
+      item="${BASH_REMATCH[2]}"
+    fi
+    printf '%s\0' "$item"
+  done
+}
+cli_params() {  # notebook $1's settings as agiqa --param items: defaults, run_all's values, --param
+  local nb item fixed=(dataset="$dataset" profile="$profile" out_dir="$out"
+                       results_path="$out/results.jsonl" device="$device")
+  [[ -n "$root" ]] && fixed+=(root="$root")
+  [[ "$weights" == random ]] && fixed+=(weights=random)
+  nb="$(ls "$here"/notebooks/"$1"_*.ipynb)"
+  "$py" - "$nb" "${fixed[@]}" <<'PY'
+import sys
+import papermill
+nb, *fixed = sys.argv[1:]
+items = [f"{k}={v['default']}" for k, v in papermill.inspect_notebook(nb).items()]
+items += [f"{k}={v!r}" for k, _, v in (item.partition("=") for item in fixed)]
+sys.stdout.write("".join(f"{item}\0" for item in items))
+PY
+  printf 'fast=%s\0' "$fast"
+  params_of "$1"
+}
+launched() {  # name, agiqa arguments...: one heavy step on $nproc processes, logged
+  local name="$1"; shift
+  echo "[run_all] launch $name on $nproc process(es) ..."
+  local t0; t0=$(date +%s)
+  if ! "${launch[@]}" -m agiqa_lib.cli "$@" >"$out/logs/launch_$name.log" 2>&1; then
+    echo "[run_all] FAILED: launched $name; log: $out/logs/launch_$name.log" >&2
+    tail -n 25 "$out/logs/launch_$name.log" >&2
+    exit 1
+  fi
+  echo "[run_all] launch $name done in $(( $(date +%s) - t0 )) s"
+}
+if [[ "$launcher" == accelerate ]]; then
+  if [[ -z "$nproc" ]]; then
+    nproc=2
+    [[ "$device" == cuda* ]] && nproc="$("$py" -c 'import torch; print(max(1, torch.cuda.device_count()))')"
+  fi
+  launch=("$py" -m accelerate.commands.launch --num_processes "$nproc" --num_machines 1
+          --mixed_precision no --dynamo_backend no)
+  # --multi_gpu picks accelerate's torchrun-based launcher; with --device cpu the processes use gloo
+  (( nproc > 1 )) && launch+=(--multi_gpu)
+  if selected 02; then
+    args=(); while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params 02)
+    launched train-clip train-clip "$dataset" "${args[@]}"
+  fi
+  if selected 03 && [[ "$fast" == False && "$weights" == pretrained ]]; then
+    args=(--profile "$profile" --device "$device"); [[ -n "$root" ]] && args+=(--root "$root")
+    while IFS= read -r -d '' item; do
+      [[ "$item" =~ ^model_id=(.+)$ && ! "${BASH_REMATCH[1]}" =~ ^(null|None|~)$ ]] && args+=(--model-id "${BASH_REMATCH[1]}")
+    done < <(params_of 03)
+    launched semantic semantic extract "$dataset" "${args[@]}"
+  fi
+  if selected 04; then
+    args=(); while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params 04)
+    launched train-ma train-ma "$dataset" "${args[@]}"
+  fi
+fi
+
 for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb" .ipynb)"
   if [[ ${#only[@]} -gt 0 && ! " ${only[*]} " == *" ${name:0:2} "* ]]; then continue; fi

@@ -1,9 +1,16 @@
-"""The `agiqa` command line: one subcommand per module in `agiqa_lib.commands`."""
+"""The `agiqa` command line: one subcommand per module in `agiqa_lib.commands`.
+
+Runs as `agiqa ...`, `python -m agiqa_lib.cli ...`, or on several processes as
+`accelerate launch [--multi_gpu] --num_processes N -m agiqa_lib.cli ...` or
+`torchrun --nproc_per_node N -m agiqa_lib.cli ...` (`extract`, `semantic extract`,
+`train-clip` and `train-ma` share their work out; see `agiqa_lib.core.distributed`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from agiqa_lib.core.errors import AgiqaError
@@ -35,11 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `agiqa` console script; user errors print one line, exit code 2."""
     args = build_parser().parse_args(argv)
+    from agiqa_lib.core import distributed
+
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
     except AgiqaError as err:
-        print(f"agiqa {args.command}: error: {err}", file=sys.stderr)
+        rank = f" (rank {os.environ.get('RANK', '?')})" if distributed.launched() else ""
+        print(f"agiqa {args.command}{rank}: error: {err}", file=sys.stderr)
         return 2
+    distributed.close()  # a launched run: every rank finished, the process group ends
+    return code
 
 
 if __name__ == "__main__":

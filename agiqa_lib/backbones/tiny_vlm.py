@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from agiqa_lib.core import distributed
 from agiqa_lib.core.io import atomic_folder
 
 TINY_VLM_VERSION = "llava-tiny-v1"
@@ -45,11 +46,17 @@ def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     ~150k parameters: CLIP vision tower 32 px / patch 8 (16 image tokens), 2-layer LLaMA of
     width 64, a ~300-token byte-level BPE tokenizer. Deterministic for a given `seed`.
     """
+    out_dir = Path(out_dir)
+    # in a launched run transformers writes weights on rank 0 only: rank 0 builds, others wait
+    with distributed.main_process_first() as main:
+        if main and not (out_dir / "config.json").is_file():
+            _write_tiny_vlm(out_dir, seed)
+    return out_dir
+
+
+def _write_tiny_vlm(out_dir: Path, seed: int) -> None:
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-    out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
     processor = _tiny_processor()
     tokenizer = processor.tokenizer
     config = LlavaConfig(
@@ -65,7 +72,6 @@ def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     with atomic_folder(out_dir) as tmp:  # a concurrent builder's copy wins
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-    return out_dir
 
 
 def _tiny_processor():

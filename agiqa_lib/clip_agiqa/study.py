@@ -9,6 +9,11 @@
 3. `evaluate(data, predictions, runs, cfg)`: SRCC/PLCC/KRCC with bootstrap CIs per
    (model, selection rule); `records(...)`: one `ResultRecord` per row (predictions saved).
 `run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
+
+In a launched run (`accelerate launch` / `torchrun -m agiqa_lib.cli train-clip`, see
+`core.distributed`) every rank runs `run`: the feature extraction and the training are shared
+out (`core.features`, `clip_agiqa.train`), every rank holds the same predictions and table,
+and only rank 0 writes the results file, the predictions, the tables and the checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from agiqa_lib.clip_agiqa.model import (ClipAgiqa, ClipAgiqaConfig, create_clip_
                                         save_checkpoint)
 from agiqa_lib.clip_agiqa.train import (ClipFeatures, FreshViews, SelectionRun,
                                         fit_selection_rules)
+from agiqa_lib.core import distributed
 from agiqa_lib.core.features import clip_image_features
 from agiqa_lib.core.io import atomic_path
 from agiqa_lib.data.datasets import load_dataset
@@ -76,7 +82,8 @@ def prepare(cfg: ClipStudyConfig, bundle: ClipBundle | None = None) -> ClipStudy
     df, split = assigned_rows(df, make_split(df, cfg.protocol, seed=cfg.split_seed))
     train_mos = df.loc[split == "train", "mos"].to_numpy(dtype=float)
     cutpoints = resolve_cutpoints(cfg.binning, train_mos, dataset=cfg.dataset)
-    bundle = bundle or create_clip(cfg.profile, device=cfg.torch_device, precision=cfg.precision,
+    device = distributed.current(cfg.device).device_for(cfg.device)  # cfg's, or this rank's
+    bundle = bundle or create_clip(cfg.profile, device=device, precision=cfg.precision,
                                    **cfg.clip_kwargs())
     n_aug = 0 if cfg.fresh_views else cfg.n_aug_views  # fresh views are drawn while training
     views = clip_image_features(df, bundle, cfg.dataset, n_aug=n_aug, seed=cfg.seed,
@@ -237,15 +244,18 @@ def run(cfg: ClipStudyConfig) -> ClipStudy:
     predictions = collect_predictions(baselines(data), runs)
     table = evaluate(data, predictions, runs)
     seconds["baselines_and_table"] = time.perf_counter() - start
-    if cfg.results_path is not None:
-        add_records(records(table, data, predictions), cfg.results_path)
-    save_study_tables(table, runs, cfg.out / f"clip_study_{cfg.dataset}_{cfg.profile}"
-                                             f"{cfg.weights_tag}_{cfg.protocol}")
-    checkpoint = save_checkpoint(models["clip_agiqa"], checkpoint_path(cfg),
-                                 extra_metadata={"dataset": cfg.dataset, "protocol": cfg.protocol,
-                                                 "epochs": cfg.epochs, "selection": "last",
-                                                 "seed": cfg.seed,
-                                                 "augmentation": cfg.augmentation_label})
+    checkpoint = checkpoint_path(cfg)
+    with distributed.main_process_first() as main:  # a launched run: rank 0 writes
+        if main:
+            if cfg.results_path is not None:
+                add_records(records(table, data, predictions), cfg.results_path)
+            save_study_tables(table, runs, cfg.out / f"clip_study_{cfg.dataset}_{cfg.profile}"
+                                                     f"{cfg.weights_tag}_{cfg.protocol}")
+            checkpoint = save_checkpoint(
+                models["clip_agiqa"], checkpoint,
+                extra_metadata={"dataset": cfg.dataset, "protocol": cfg.protocol,
+                                "epochs": cfg.epochs, "selection": "last", "seed": cfg.seed,
+                                "augmentation": cfg.augmentation_label})
     return ClipStudy(data, runs, table, checkpoint, seconds)
 
 

@@ -22,6 +22,17 @@ Selection rules: `best_on_test` picks the epoch with the best test SRCC (what th
 code reports: Dassl's "best_val" falls back to the test set when there is no val set),
 `last` takes the final epoch, `best_on_val` picks the best epoch on a validation part (the
 split's own, or one carved from train, seeded) without looking at the test set.
+
+Launched on several processes (`accelerate launch` / `torchrun`, see `core.distributed`), the
+trainable part (context + head) is wrapped in DDP by accelerate and every epoch follows the
+single-process run: the same batches of 32 in the same order (one generator seeded from
+(seed, epoch)), each rank taking its contiguous slice of every batch (split further into
+micro-batches with gradient accumulation) and loading / encoding only its own images; the
+loss of a slice is scaled so that the averaged gradient is the batch's, and SGD steps once per
+batch of 32. Evaluation scores each rank's slice of the eval rows, gathered in row order (each
+image once). Precision is the study's (`fp16_as_released` holds fp16 tensors as released;
+accelerate's autocast is not used). Dropout masks differ from a one-process run, since each
+rank draws them for its own rows.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ import torch
 from scipy import stats
 from torch import nn
 
+from agiqa_lib.core import distributed
+from agiqa_lib.core.distributed import DataParallel
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.features import item_seed
 from agiqa_lib.core.io import open_rgb
@@ -95,15 +108,28 @@ class CachedFeatureBatches:
         n = self.mos.shape[0]
         return n // self.batch_size if n >= self.batch_size else 1
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (image features [B, D], mos [B]) in a shuffled order fixed by (seed, epoch)."""
+    def index_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (image indices [B], their view indices [B]) of each batch of an epoch."""
         gen = _epoch_generator(self.seed, epoch)
         n, k = self.mos.shape[0], self.views.shape[0]
         order = torch.randperm(n, generator=gen)
         view = torch.randint(k, (n,), generator=gen)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.views[view[idx], idx].float(), self.mos[idx]
+            yield idx, view[idx]
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (image features [B, D], mos [B]) in a shuffled order fixed by (seed, epoch)."""
+        for idx, view in self.index_batches(epoch):
+            yield self.views[view, idx].float(), self.mos[idx]
+
+    def sharded_epoch(self, epoch: int, parts: Callable[[int], list[np.ndarray]]
+                      ) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Yield, per batch of `epoch`, (its size n, this process's micro-batches): `parts(n)`
+        gives the positions of each micro-batch in the batch (`core.distributed.DataParallel`)."""
+        for idx, view in self.index_batches(epoch):
+            yield len(idx), [(self.views[view[p], idx[p]].float(), self.mos[idx[p]])
+                             for p in map(torch.as_tensor, parts(len(idx)))]
 
 
 class ImageBatches:
@@ -143,6 +169,29 @@ class ImageBatches:
             with torch.no_grad():
                 features = self.encode(images.to(self.device, non_blocking=True))
             yield features, mos
+
+    def sharded_epoch(self, epoch: int, parts: Callable[[int], list[np.ndarray]]
+                      ) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Like `CachedFeatureBatches.sharded_epoch`: the batches of `epoch` (the order of
+        `epoch`'s loader), of which this process loads, augments and encodes only its own
+        micro-batches."""
+        self.dataset.epoch = epoch
+        n = len(self.dataset)
+        order = torch.utils.data.DataLoader(  # the index batches `epoch`'s loader draws
+            range(n), batch_size=self.batch_size, shuffle=True,
+            drop_last=n >= self.batch_size, generator=_epoch_generator(self.seed, epoch))
+        plan = [(len(batch), [batch[p].tolist() for p in parts(len(batch))]) for batch in order]
+        loader = iter(torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=[m for _, micro in plan for m in micro],
+            num_workers=self.num_workers, generator=torch.Generator(),
+            pin_memory=self.device.type == "cuda"))
+        for size, micro in plan:
+            out = []
+            for _ in micro:
+                images, mos = next(loader)
+                with torch.no_grad():
+                    out.append((self.encode(images.to(self.device, non_blocking=True)), mos))
+            yield size, out
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -184,6 +233,27 @@ def predict(model: nn.Module, image_features: torch.Tensor, batch_size: int = 51
     return torch.cat(out).cpu().numpy().astype(float) if out else np.zeros(0)
 
 
+def predict_rows(model: nn.Module, image_features: torch.Tensor) -> np.ndarray:
+    """`predict` over every row; in a launched run each process scores its slice of the rows
+    and the slices are gathered in row order (each row scored once)."""
+    group = distributed.current()
+    if not group.distributed:
+        return predict(model, image_features)
+    rows = group.shard(np.arange(image_features.shape[0]))
+    return group.gather_shards(predict(model, image_features[torch.as_tensor(rows)]))
+
+
+class _ScoreFeatures(nn.Module):
+    """The training forward (image features -> scores) as a module, for DDP to wrap."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.score_features(features)
+
+
 @dataclass
 class EvalSet:
     """Fixed-view features and MOS of a part used to monitor training (test or val)."""
@@ -210,6 +280,7 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     Keeps the weights of the last epoch and of the best-SRCC epoch on each eval set
     (`best_on_<name>`). With `checkpoint_path`, the training state (`core.training`) is
     saved every `config.checkpoint_every` epochs (atomically) and a rerun resumes from it.
+    In a launched run every rank calls this (see the module docstring).
     """
     config = config or TrainConfig()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -221,16 +292,22 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     state = TrainingState(model, optimizer, fingerprint=fingerprint.hexdigest()[:16])
     if checkpoint_path:
         state.restore(checkpoint_path)
+    parallel = DataParallel(_ScoreFeatures(model)) if DataParallel.wanted() else None
     bar = progress_bar(range(state.epochs_done, config.epochs), desc=desc, unit="epoch",
-                       disable=not progress, initial=state.epochs_done, total=config.epochs)
+                       disable=not progress or not distributed.current().is_main,
+                       initial=state.epochs_done, total=config.epochs)
     for epoch in bar:
         lr = lr_at_epoch(epoch, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = _train_one_epoch(model, batches, optimizer, epoch, config.seed)
+        if parallel is None:
+            loss = _train_one_epoch(model, batches, optimizer, epoch, config.seed)
+        else:
+            loss = _train_one_epoch_parallel(model, parallel, batches, optimizer, epoch,
+                                             config.seed)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss}
         for name, part in eval_sets.items():
-            pred = predict(model, part.features)
+            pred = predict_rows(model, part.features)
             row[f"{name}_srcc"] = _srcc(pred, part.mos)
             row[f"{name}_plcc"] = _plcc(pred, part.mos)
             row[f"{name}_mse"] = float(np.mean((pred - part.mos) ** 2))
@@ -239,6 +316,8 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
         done = epoch + 1 == config.epochs
         if checkpoint_path and ((epoch + 1) % config.checkpoint_every == 0 or done):
             state.save(checkpoint_path)
+    if parallel is not None:
+        parallel.close()
     states = {**state.snapshots, "last": {k: v.clone() for k, v in state.weights().items()}}
     return TrainResult(pd.DataFrame(state.history), states, state.best_epochs())
 
@@ -257,6 +336,28 @@ def _train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Opti
         optimizer.step()
         losses.append(loss.item())
     return float(np.mean(losses))
+
+
+def _train_one_epoch_parallel(model: nn.Module, parallel: DataParallel, batches: Any,
+                              optimizer: torch.optim.Optimizer, epoch: int, seed: int) -> float:
+    """One epoch of the launched (or accumulating) run: this process's micro-batches of every
+    batch, one optimiser step per batch; returns the mean over batches of the batch loss."""
+    torch.manual_seed(seed * 100_003 + epoch)  # dropout masks: reproducible on resume
+    model.train()
+    device = _device_of(model)
+    shares = []  # this process's part of each batch's mean loss
+    for n, micro in batches.sharded_epoch(epoch, parallel.parts):
+        optimizer.zero_grad(set_to_none=True)
+        share = 0.0
+        for i, (features, mos) in enumerate(micro):
+            features, mos = features.to(device), mos.to(device).float()
+            with parallel.sync(last=i == len(micro) - 1):
+                loss = nn.functional.mse_loss(parallel.module(features), mos)
+                (loss * parallel.loss_scale(len(mos), n)).backward()
+            share += loss.item() * len(mos) / n
+        optimizer.step()
+        shares.append(share)
+    return float(np.mean(parallel.sum_steps(shares)))
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -361,7 +462,7 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
         for rule in rules:
             if rule in result.states and rule not in out.predictions:
                 model.load_trainable_state_dict(result.states[rule])
-                out.predictions[rule] = predict(model, eval_sets["test"].features)
+                out.predictions[rule] = predict_rows(model, eval_sets["test"].features)
                 out.best_epochs[rule] = result.best_epochs[rule]
                 out.states[rule] = result.states[rule]
     return out

@@ -5,6 +5,12 @@ SHA-256 is recomputed and a shard that fails is logged and recomputed, as the tr
 does when it loads the cache. It is on by default because it is cheap beside extraction
 (`benchmarks/bench_extraction.py --hash-cost`: 49 MB of shards in 0.09 s on the 2-core CPU,
 under 1 % of the time their extraction took); `--no-verify` skips it.
+
+On several processes (`accelerate launch --multi_gpu --num_processes N -m agiqa_lib.cli
+extract ...`, or `torchrun --nproc_per_node N -m agiqa_lib.cli extract ...`) each rank computes
+the shards i with i % N == rank into the same cache entry and rank 0 merges the manifest
+(`core.cache.FeatureStore.sharded_writing`); the result is the single-process cache, byte for
+byte. Rank 0 prints; the images/s it prints are the group's.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image-loading worker processes (default 0)")
     parser.add_argument("--checkpoint", default=None,
                         help="full profile only: local weights file instead of the hub")
+    parser.add_argument("--shard-size", type=int, default=None,
+                        help="rows per cache shard when the entry is created (default 512); "
+                             "a launched run hands out whole shards, so use at least one shard "
+                             "per process")
     parser.add_argument("--no-verify", action="store_true",
                         help="trust cached shards without re-reading them (by default every "
                              "shard's SHA-256 is checked; a corrupt one is logged and recomputed)")
@@ -56,12 +66,18 @@ def _view_names(text: str) -> tuple[list[str], int]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the dataset, build the model, fill each requested cache entry, print throughput."""
+    from agiqa_lib.core import distributed
     from agiqa_lib.data.datasets import load_dataset
     from agiqa_lib.core.features import (backbone_view, clip_view, fill_store, open_store,
                                     parse_views)
 
     if args.limit is not None and args.limit < 1:
         raise AgiqaError(f"--limit must be a positive number of images, got {args.limit}.")
+    if args.shard_size is not None and args.shard_size < 1:
+        raise AgiqaError(f"--shard-size must be a positive number of rows, got "
+                         f"{args.shard_size}.")
+    group = distributed.current(args.device)
+    device = group.device_for(args.device) if group.distributed else args.device
     df = load_dataset(args.dataset, root=args.root)
     if args.limit is not None:
         df = df.head(args.limit)
@@ -70,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         from agiqa_lib.backbones.clip import create_clip
 
         views = parse_views(*_view_names(args.views))
-        bundle = create_clip(args.profile, checkpoint=args.checkpoint, device=args.device)
+        bundle = create_clip(args.profile, checkpoint=args.checkpoint, device=device)
         specs = [clip_view(bundle, args.dataset, view, args.seed) for view in views]
         fp16 = args.fp16
     else:
@@ -79,18 +95,21 @@ def run(args: argparse.Namespace) -> int:
         if args.views != "test":
             raise AgiqaError("--views applies to --what clip only; IQA-backbone tokens are "
                              "extracted for the fixed (test) transform.")
-        backbone = create_iqa_backbone(args.profile, checkpoint=args.checkpoint,
-                                       device=args.device)
+        backbone = create_iqa_backbone(args.profile, checkpoint=args.checkpoint, device=device)
         specs = [backbone_view(backbone, args.dataset, args.profile)]
         fp16 = True
+    layout = {} if args.shard_size is None else {"shard_size": args.shard_size}
     for spec in specs:
-        store = open_store(paths, spec.key, fp16=fp16)
+        store = open_store(paths, spec.key, fp16=fp16, **layout)
         stats = fill_store(store, paths, spec.encode, spec.transform, batch_size=args.batch_size,
-                           num_workers=args.num_workers, device=args.device,
+                           num_workers=args.num_workers, device=device,
                            verify=not args.no_verify)
+        if not group.is_main:
+            continue
         if stats.n_computed:
             rate = (f"{stats.n_computed} images in {stats.seconds:.1f} s, "
-                    f"{stats.images_per_s:.1f} images/s")
+                    f"{stats.images_per_s:.1f} images/s"
+                    + (f" on {stats.processes} processes" if stats.processes > 1 else ""))
         elif args.no_verify:
             rate = "already cached, checksums not verified"
         else:

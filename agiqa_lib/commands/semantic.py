@@ -1,4 +1,10 @@
-"""`agiqa semantic`: MA-AGIQA semantic vectors into the cache (extract with an MLLM, or import)."""
+"""`agiqa semantic`: MA-AGIQA semantic vectors into the cache (extract with an MLLM, or import).
+
+`accelerate launch --multi_gpu --num_processes N -m agiqa_lib.cli semantic extract ...` (or
+`torchrun --nproc_per_node N -m agiqa_lib.cli semantic extract ...`) loads the MLLM once per
+process and shares the shards out (shard i -> rank i % N) into the same cache entry; rank 0
+merges and prints. `import` under a launcher is done by rank 0.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          choices=["after_text", "before_text"],
                          help="image after the question (as released, default) or before it")
     extract.add_argument("--batch-size", type=int, default=8, help="images per forward (8)")
+    extract.add_argument("--shard-size", type=int, default=64,
+                         help="images per cache shard when the entry is created (64); a "
+                              "launched run hands out whole shards")
     extract.add_argument("--no-resume", action="store_true",
                          help="discard a cached or partial result and start again")
     imported = actions.add_parser("import", help="import the official MA-AGIQA .pt vectors")
@@ -45,33 +54,47 @@ def _cache_argument(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract or import, then print where the vectors are (and images/s for an extraction)."""
+    from agiqa_lib.core import distributed
     from agiqa_lib.core.cache import MANIFEST
+    from agiqa_lib.core.errors import AgiqaError
     from agiqa_lib.ma_agiqa import semantic
 
+    group = distributed.current(getattr(args, "device", None))
     df = load_dataset(args.dataset, root=args.root)
     if args.action == "import":
         entry = semantic.cache_official_vectors(df, args.folder, cache_dir=args.cache_dir,
                                                 dataset=args.dataset)
-        print(f"imported official vectors of {len(df)} images into {entry}")
+        if group.is_main:
+            print(f"imported official vectors of {len(df)} images into {entry}")
         return 0
     from agiqa_lib.backbones.mllm import create_mllm
 
+    if args.shard_size < 1:
+        raise AgiqaError(f"--shard-size must be a positive number of images, got "
+                         f"{args.shard_size}.")
     if args.limit is not None:
         df = df.head(args.limit)
+    device = str(group.device_for(args.device)) if group.distributed else args.device
     encoder = create_mllm(args.profile, model_id=args.model_id,
-                          image_placement=args.image_placement, device=args.device)
+                          image_placement=args.image_placement, device=device)
     entry = semantic.semantic_cache_entry(df, encoder, args.cache_dir)
     before = _stamp(entry / MANIFEST)
+    group.barrier()  # every rank has seen the manifest before any rank changes it
     start = time.perf_counter()
     vectors = semantic.extract_semantic_vectors(df, encoder, cache_dir=args.cache_dir,
                                                 batch_size=args.batch_size,
-                                                resume=not args.no_resume, dataset=args.dataset)
+                                                resume=not args.no_resume,
+                                                shard_size=args.shard_size, dataset=args.dataset)
     seconds = time.perf_counter() - start
+    if not group.is_main:
+        return 0
     run_stats = semantic.read_manifest(entry)["extraction"] or {}
     print(f"semantic vectors {tuple(vectors.shape)} of {encoder.model_id} in {entry}")
     if _stamp(entry / MANIFEST) != before and run_stats.get("images_computed"):
+        processes = run_stats.get("processes", 1)
         print(f"this run: {run_stats['images_computed']} images in {run_stats['seconds']:.1f} s "
-              f"({run_stats['images_per_s']:.2f} images/s, both questions per image)")
+              f"({run_stats['images_per_s']:.2f} images/s, both questions per image"
+              + (f", {processes} processes" if processes > 1 else "") + ")")
     else:
         print(f"already cached: read in {seconds:.1f} s")
     if encoder.is_stand_in:

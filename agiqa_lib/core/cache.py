@@ -16,6 +16,18 @@ recomputed; a manifest that describes other features, is not JSON, or has a fiel
 the wrong type (hand-edited) is discarded with its shards; each is logged, never reused.
 `load()` always verifies checksums; `writing(verify=True)` does before deciding what is left
 to compute. Inputs are identified by content (`core.content_key.file_list_hash`).
+
+Several processes of one launched run (`core.distributed`) fill an entry together through
+`sharded_writing()`: rank 0 takes the entry's lock on behalf of the group (another job filling
+the same entry still waits), cleans and verifies the manifest, and after a barrier every rank
+computes the missing shards i with i % world == rank, in order. A rank records each finished
+shard in its own manifest fragment (`manifest.rank<r>.json`, atomic), so ranks never wait for
+each other; after a second barrier rank 0 merges the fragments into the manifest (each entry
+checked like any recorded shard) and deletes them. A killed rank's fragment survives: whoever
+opens the entry next (a launched or a single-process run) merges the shards it finished, so
+only missing shards are computed again. Shard files are the same bytes whoever computes them
+(batches never straddle shards, and a shard's header is written with its keys in a fixed
+order), so a launched extraction gives the single-process cache byte for byte.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +46,9 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors_bytes
 
+from agiqa_lib.core import distributed
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import atomic_path, exclusive_lock, read_json, sha256_file, write_json
 from agiqa_lib.core.paths import cache_dir
@@ -44,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: content-keyed inputs, info block, layout outside the identity
 MANIFEST = "manifest.json"
+FRAGMENTS = "manifest.rank*.json"  # one per rank of a launched fill, merged by rank 0
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -88,6 +102,44 @@ def _manifest_problem(manifest: Any) -> str:
     if shape is not None and not (isinstance(shape, list) and all(map(_is_int, shape))):
         return "field 'item_shape' is missing or not a list of integers"
     for name, entry in manifest["shards"].items():
+        if not (re.fullmatch(r"[0-9]+", name) and isinstance(entry, dict)
+                and isinstance(entry.get("file"), str) and _is_int(entry.get("bytes"))
+                and isinstance(entry.get("sha256"), str)):
+            return f"shard record {name!r} lacks a file name, byte count or checksum"
+    return ""
+
+
+def _canonical_shard_bytes(tensor: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """The safetensors file of one shard, with its header's keys in a fixed order.
+
+    safetensors writes the metadata map in the order of a per-process randomised hash map, so
+    the same features written twice could differ in their header bytes (and checksum); sorting
+    the keys makes a shard's bytes depend on its features only, whichever process wrote it.
+    The format is unchanged (the header keeps its length and padding).
+    """
+    data = save_safetensors_bytes({"features": tensor}, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items())),
+               **dict(sorted(header.items()))}
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    if len(text) > size:  # cannot happen (same characters); keep the library's bytes
+        return data
+    return data[:8] + text.ljust(size, b" ") + data[8 + size:]
+
+
+def _fragment_problem(fragment: Any, identity: dict[str, Any], shard_size: int) -> str:
+    """Why a rank's manifest fragment cannot be merged into a manifest, or ''."""
+    if not isinstance(fragment, dict) or not isinstance(fragment.get("shards"), dict):
+        return "not a fragment"
+    if fragment.get("identity") != identity:
+        return "it describes other features"
+    if fragment.get("shard_size") != shard_size:
+        return f"shard size {fragment.get('shard_size')} differs from {shard_size}"
+    shape = fragment.get("item_shape")
+    if not (isinstance(shape, list) and all(map(_is_int, shape))):
+        return "its item shape is missing"
+    for name, entry in fragment["shards"].items():
         if not (re.fullmatch(r"[0-9]+", name) and isinstance(entry, dict)
                 and isinstance(entry.get("file"), str) and _is_int(entry.get("bytes"))
                 and isinstance(entry.get("sha256"), str)):
@@ -151,6 +203,7 @@ class FeatureStore:
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key.profile}-{key.model_id}-{key.view}")
         root = Path(root) if root is not None else cache_dir() / "features"
         self.path = root / f"{slug.strip('-')[:60]}-{digest[:24]}"
+        self._fragment: dict[str, Any] | None = None  # set inside a launched sharded_writing
         self._manifest = self._read_valid_manifest()
 
     # --- layout -------------------------------------------------------------------------------
@@ -197,8 +250,9 @@ class FeatureStore:
         manifest = self._fresh_manifest(shard_size)
         if on_disk:
             log.warning("feature cache %s is rebuilt: %s", self.path, reason)
-            for stale in self.path.glob("shard_*.safetensors"):
-                stale.unlink()
+            for pattern in ("shard_*.safetensors", FRAGMENTS):
+                for stale in self.path.glob(pattern):
+                    stale.unlink()
             write_json(self.path / MANIFEST, manifest)
         return manifest
 
@@ -207,11 +261,14 @@ class FeatureStore:
 
         Without `fix` nothing on disk changes; with it (lock held) the reasons are logged, a
         mismatching entry's files are deleted and dropped shards leave the manifest. `verify`
-        also compares every shard's SHA-256 with the manifest.
+        also compares every shard's SHA-256 with the manifest. Shards recorded in the manifest
+        fragments of a launched fill are merged (with `fix`, into the file, and the fragments
+        deleted).
         """
         manifest_path = self.path / MANIFEST
         if not manifest_path.exists():
-            return self._fresh_manifest()
+            manifest = self._fresh_manifest()
+            return self._merge_fragments(manifest, fix, verify, changed=False)
         try:
             manifest = read_json(manifest_path)
         except (OSError, ValueError) as err:
@@ -239,8 +296,44 @@ class FeatureStore:
         manifest["complete"] = len(kept) == self.num_shards
         if not kept:
             manifest["item_shape"] = None
-        if fix and dropped:
-            write_json(manifest_path, manifest)
+        return self._merge_fragments(manifest, fix, verify, changed=dropped)
+
+    def _merge_fragments(self, manifest: dict[str, Any], fix: bool, verify: bool,
+                         changed: bool) -> dict[str, Any]:
+        """Add the usable shards of the rank fragments to `manifest`; with `fix` write it (when
+        anything `changed`) and delete the fragments."""
+        fragments = sorted(self.path.glob(FRAGMENTS)) if self.path.is_dir() else []
+        for file in fragments:
+            try:
+                fragment = read_json(file)
+                problem = _fragment_problem(fragment, self.identity, self.shard_size)
+            except (OSError, ValueError) as err:
+                fragment, problem = None, f"unreadable: {err}"
+            if problem:
+                if fix:
+                    log.warning("feature cache %s: fragment %s is ignored (%s)", self.path,
+                                file.name, problem)
+                continue
+            shape = manifest["item_shape"] if manifest["item_shape"] is not None \
+                else fragment["item_shape"]
+            for name, entry in fragment["shards"].items():
+                if name in manifest["shards"]:
+                    continue
+                problem = self._shard_problem(int(name), entry, shape, verify)
+                if problem:
+                    if fix:
+                        log.warning("feature cache %s: shard %s of %s is recomputed: %s",
+                                    self.path, name, file.name, problem)
+                    continue
+                manifest["shards"][name] = entry
+                manifest["item_shape"] = shape
+                changed = True
+        manifest["complete"] = len(manifest["shards"]) == self.num_shards
+        if fix:
+            if changed:
+                write_json(self.path / MANIFEST, manifest)
+            for file in fragments:
+                file.unlink(missing_ok=True)
         return manifest
 
     def _shard_file(self, index: int) -> Path:
@@ -291,6 +384,52 @@ class FeatureStore:
             self._manifest = self._read_valid_manifest(fix=True, verify=verify)
             yield self
 
+    @contextmanager
+    def sharded_writing(self, verify: bool = False) -> Iterator[list[int]]:
+        """Yield the shards this process computes (call `write_shard` for each, in any order).
+
+        One process: `writing(verify)` and every missing shard. In a launched run (collective:
+        every rank enters it; see the module docstring) rank i of W gets the missing shards
+        s with s % W == i; `write_shard` records into this rank's fragment and `update_info`
+        is kept from rank 0 only; rank 0 merges when every rank has left the block, and every
+        rank then sees the merged manifest. On an error the block is left without the final
+        barrier (the launcher stops the other ranks); finished shards stay recorded in the
+        fragments and are merged by the next run.
+        """
+        group = distributed.current()
+        if not group.distributed:
+            with self.writing(verify=verify):
+                yield self.missing_shards()
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = (exclusive_lock(self.path / "lock", f"waiting for another process writing the "
+                                                   f"feature cache {self.path}")
+                if group.is_main else nullcontext())
+        with lock:  # held by rank 0 on behalf of the whole group
+            if group.is_main:
+                for leftover in self.path.glob(".*.tmp"):
+                    leftover.unlink()
+                self._manifest = self._read_valid_manifest(fix=True, verify=verify)
+            group.barrier()
+            if not group.is_main:
+                self._manifest = self._read_valid_manifest()
+            mine = [i for i in self.missing_shards() if i % group.world_size == group.rank]
+            self._fragment = {"file": self.path / f"manifest.rank{group.rank:05d}.json",
+                              "shards": {}, "info": {}}
+            try:
+                yield mine
+            finally:
+                fragment, self._fragment = self._fragment, None
+            group.barrier()  # every rank's shards and fragment are on disk
+            if group.is_main:
+                self._manifest = self._read_valid_manifest(fix=True)
+                if fragment["info"]:
+                    self._manifest["info"].update(fragment["info"])
+                    write_json(self.path / MANIFEST, self._manifest)
+        group.barrier()
+        if not group.is_main:
+            self._manifest = self._read_valid_manifest()
+
     def write_shard(self, index: int, features: torch.Tensor) -> None:
         """Store the features of shard `index` ([rows, *item_shape]) atomically, then record it."""
         rows = self.shard_rows(index)
@@ -298,6 +437,10 @@ class FeatureStore:
             raise ValueError(f"shard {index} needs {len(rows)} rows, got {features.shape[0]}")
         item_shape = list(features.shape[1:])
         recorded = self._manifest["item_shape"]
+        if recorded is not None and recorded != item_shape and self._fragment is not None:
+            raise AgiqaError(f"feature cache {self.path} holds items of shape {recorded}, the "
+                             f"encoder now gives {item_shape}: delete the folder, or extract "
+                             "once in a single process, which rebuilds it.")
         if recorded is not None and recorded != item_shape:
             self._manifest = self._reset(
                 f"the encoder now gives items of shape {item_shape}, the cache holds {recorded}",
@@ -307,11 +450,17 @@ class FeatureStore:
         tensor = features.detach().to("cpu", self.dtype).contiguous()
         meta = {"start": str(rows.start), "stop": str(rows.stop)}
         with atomic_path(file) as tmp:
-            save_file({"features": tensor}, str(tmp), metadata=meta)
+            tmp.write_bytes(_canonical_shard_bytes(tensor, meta))
             entry = {"file": file.name, "start": rows.start, "stop": rows.stop,
                      "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
         self._manifest["shards"][str(index)] = entry
         self._manifest["complete"] = len(self._manifest["shards"]) == self.num_shards
+        if self._fragment is not None:  # a rank of a launched fill: its own fragment
+            self._fragment["shards"][str(index)] = entry
+            write_json(self._fragment["file"], {
+                "identity": self.identity, "shard_size": self.shard_size,
+                "item_shape": item_shape, "shards": self._fragment["shards"]})
+            return
         write_json(self.path / MANIFEST, self._manifest)
 
     def write_all(self, features: torch.Tensor) -> None:
@@ -323,14 +472,27 @@ class FeatureStore:
             self.write_shard(index, features[rows.start:rows.stop])
 
     def update_info(self, fields: dict[str, Any]) -> None:
-        """Merge `fields` (JSON-serialisable) into the info block and save it (lock held)."""
-        self._manifest["info"].update(json.loads(json.dumps(fields, default=str)))
+        """Merge `fields` (JSON-serialisable) into the info block and save it (lock held).
+
+        Inside a launched `sharded_writing`, rank 0's fields are saved when it merges; the
+        other ranks' are dropped.
+        """
+        fields = json.loads(json.dumps(fields, default=str))
+        if self._fragment is not None:
+            if distributed.current().is_main:
+                self._fragment["info"].update(fields)
+            return
+        self._manifest["info"].update(fields)
         write_json(self.path / MANIFEST, self._manifest)
 
     def discard(self, reason: str) -> None:
         """Delete every shard of this entry (logged with `reason`), e.g. to force a recompute."""
         with self.writing():
             self._manifest = self._reset(reason, on_disk=True)
+
+    def refresh(self) -> None:
+        """Read the manifest again (after another process changed the entry)."""
+        self._manifest = self._read_valid_manifest()
 
     # --- reading ------------------------------------------------------------------------------
     def load(self) -> torch.Tensor:
@@ -370,13 +532,20 @@ class FeatureStore:
     def fill_and_load(self, fill: Callable[[FeatureStore], object]) -> torch.Tensor:
         """`fill(self)` computes the missing shards, then `load()`.
 
-        Shards failing their checksum while loading are logged and computed again, once.
+        Shards failing their checksum while loading are logged and computed again, once. In a
+        launched run every rank loads, and all fill again when any rank found a corrupt shard.
         """
+        group = distributed.current()
         for _attempt in range(2):
             fill(self)
             try:
-                return self.load()
+                features, corrupt = self.load(), False
             except CorruptCacheError as err:
                 log.warning("%s", err)
+                features, corrupt = None, True
+            if group.distributed:
+                corrupt = group.any(corrupt)
+            if not corrupt:
+                return features
         raise AgiqaError(f"feature cache {self.path} is corrupted again right after being "
                          "rewritten; check the disk, or delete the folder.")

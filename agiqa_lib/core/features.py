@@ -6,6 +6,12 @@ and `backbone_tokens` (MANIQA's frozen backbone tokens) build on it. Augmented v
 i is reproducible: its random transform is seeded from (seed, view, i), so a resumed run gives
 the same features as an uninterrupted one. Entries are keyed by the images' content
 (`content_key.file_list_hash`): a replaced image, even of the same size, selects a new entry.
+
+In a launched run (`accelerate launch` / `torchrun`, see `core.distributed`) `fill_store` is
+collective: every rank computes the shards `FeatureStore.sharded_writing` assigns it (shard
+i -> rank i % world), with the same batches as one process would use (batches never straddle
+shards), so the merged cache holds the same bytes; the recorded speed is the group's (images
+of all ranks over the slowest rank's time, with `processes`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey, FeatureStore
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
@@ -101,6 +108,7 @@ class ExtractStats:
     n_total: int
     n_computed: int
     seconds: float
+    processes: int = 1  # > 1: a launched run's group (images of all ranks, slowest rank's time)
 
     @property
     def images_per_s(self) -> float:
@@ -109,8 +117,21 @@ class ExtractStats:
 
     def as_info(self) -> dict[str, float | int | None]:
         """The `extraction` record kept in the store's manifest info (JSON-serialisable)."""
-        return {"images_computed": self.n_computed, "seconds": round(self.seconds, 3),
+        info = {"images_computed": self.n_computed, "seconds": round(self.seconds, 3),
                 "images_per_s": round(self.images_per_s, 4) if self.n_computed else None}
+        if self.processes > 1:
+            info["processes"] = self.processes
+        return info
+
+    def combined(self) -> ExtractStats:
+        """The stats of the whole launched group (collective; itself for one process): images
+        summed over the ranks, the slowest rank's seconds."""
+        group = distributed.current()
+        if not group.distributed:
+            return self
+        parts = group.all_gather((self.n_computed, self.seconds))
+        return ExtractStats(self.path, self.n_total, sum(n for n, _ in parts),
+                            max(s for _, s in parts), group.world_size)
 
 
 def open_store(paths: Sequence[str], key: CacheKey, fp16: bool = False,
@@ -130,14 +151,15 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
 
     `verify` first checks the SHA-256 of every cached shard, so that a corrupt one is logged
     and recomputed here rather than found later by `load()` (which always checks). The speed
-    of a call that computed images is recorded in the manifest info (`extraction`).
+    of a call that computed images is recorded in the manifest info (`extraction`). In a
+    launched run every rank calls this and computes its share of the shards (see the module
+    docstring); the returned stats are the group's.
     """
     if batch_size < 1:
         raise AgiqaError(f"batch_size must be a positive integer, got {batch_size}.")
     start = time.perf_counter()
     computed = 0
-    with store.writing(verify=verify):
-        missing = store.missing_shards()
+    with store.sharded_writing(verify=verify) as missing:
         # Batches never straddle shards, so each shard is written as soon as it is complete.
         # The loader gets its own generator: whether the cache was warm must not change the
         # caller's random stream (random views are seeded per image instead).
@@ -154,7 +176,8 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
             shards = iter(missing)
             shard, parts, filled = next(shards), [], 0
             with progress_bar(total=total, unit="img", desc=f"features {store.key.view}",
-                              disable=not progress) as bar, torch.inference_mode():
+                              disable=not progress or not distributed.current().is_main
+                              ) as bar, torch.inference_mode():
                 for indices, images, errors in loader:
                     if errors:
                         raise AgiqaError(errors[0])
@@ -166,10 +189,12 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
                     if filled == len(store.shard_rows(shard)):
                         store.write_shard(shard, torch.cat(parts))
                         shard, parts, filled = next(shards, None), [], 0
-        stats = ExtractStats(store.path, store.n, computed, time.perf_counter() - start)
+        stats = ExtractStats(store.path, store.n, computed,
+                             time.perf_counter() - start).combined()
+        computed = stats.n_computed
         if computed:
             store.update_info({"extraction": stats.as_info()})
-    if computed:
+    if computed and distributed.current().is_main:
         log.info("extracted %d of %d images in %.1f s (%.1f images/s) into %s", computed,
                  store.n, stats.seconds, stats.images_per_s, store.path)
     return stats

@@ -7,6 +7,10 @@ atomically after an epoch; `restore` reads it back when its fingerprint (a hash 
 everything the run depends on, computed by the trainer) matches, and otherwise logs why it
 starts over. Each trainer reseeds from (seed, epoch), so a resumed run equals an
 uninterrupted one.
+
+In a launched run (`core.distributed`) every rank holds the same state (DDP keeps the weights
+equal); `save` is collective: rank 0 writes the file while the others wait at a barrier, and
+`restore` reads it on every rank.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agiqa_lib.core import distributed
 from agiqa_lib.core.checkpoints import read_checkpoint, write_checkpoint
 from agiqa_lib.core.errors import AgiqaError
 
@@ -89,7 +94,13 @@ class TrainingState:
 
     # --- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole state into one safetensors file, atomically."""
+        """Write the whole state into one safetensors file, atomically (in a launched run:
+        rank 0 writes, every rank waits for it)."""
+        with distributed.main_process_first() as main:
+            if main:
+                self._write(path)
+
+    def _write(self, path: str | os.PathLike) -> None:
         tensors = {f"model/{k}": v for k, v in self.weights().items()}
         opt = self.optimizer.state_dict()
         for index, entry in opt["state"].items():

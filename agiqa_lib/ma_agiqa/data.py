@@ -8,6 +8,10 @@ semantic vectors, from the MLLM or from MA-AGIQA's released `.pt` files
 `ma_agiqa.semantic.cache_official_vectors`). `MAItems` serves (input, semantic vectors, MOS,
 row) to a DataLoader and applies the released augmentation to training items; with the
 released cv2 preprocessing it hands the transform the file path, which it reads as released.
+
+In a launched run (`core.distributed`) every rank prepares the data: the token and semantic
+caches are filled together (each rank computes its share of the shards), the released vectors
+are imported by rank 0, and every rank then reads the same arrays.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch.utils.data import Dataset
 
 from agiqa_lib.backbones.iqa_backbone import FULL_CHANNELS, create_iqa_backbone
 from agiqa_lib.backbones.mllm import create_mllm
+from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey
 from agiqa_lib.core.features import describe_transform, extract_features
 from agiqa_lib.core.io import open_rgb
@@ -107,7 +112,7 @@ def prepare_data(cfg: MAStudyConfig) -> PreparedData:
     kept = np.flatnonzero(split.isin(("train", "val", "test")).to_numpy())
     df, split = assigned_rows(df, split)
     val_order = np.searchsorted(kept, val_order)  # positions in the kept rows
-    device = cfg.torch_device
+    device = distributed.current(cfg.device).device_for(cfg.device)  # cfg's, or this rank's
     timings: dict[str, float] = {}
     trained = get_profile(cfg.profile).train_iqa_backbone
     # a fine-tuned backbone's weights are loaded with the model (`train.new_model`); here only

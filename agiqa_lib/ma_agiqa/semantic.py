@@ -13,6 +13,11 @@ Entry folders of the previous format (one `vectors.safetensors` beside its own m
 longer read: the vectors are extracted again into the store format, and a warning names the old
 folders so that they can be deleted.
 
+In a launched run (`accelerate launch` / `torchrun`, `core.distributed`) the extraction is
+collective, as every cached feature's: rank i computes the missing shards s with s % world ==
+i into the same entry (`FeatureStore.sharded_writing`), rank 0 merges the manifest; the import
+of the released vectors is done by rank 0 while the others wait.
+
 `import_official_vectors` reads the per-image `.pt` files released with MA-AGIQA
 (mPLUG-Owl2-LLaMA2-7B, [1, 4096] float16 each), refusing anything that is not such a tensor.
 """
@@ -32,6 +37,7 @@ import torch
 
 from agiqa_lib.backbones.lite_semantic import STAND_IN_NOTE
 from agiqa_lib.backbones.semantic_encoder import SemanticEncoder
+from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey, FeatureStore, read_store_manifest
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
@@ -67,14 +73,18 @@ def extract_semantic_vectors(df: pd.DataFrame, encoder: SemanticEncoder,
     (semantic content, coherence). `cache_dir` is the root holding the cache entries (default
     `cache_dir()/semantic`); `shard_size` applies when the entry is created. `resume=False`
     discards any cached or partial result first. `dataset` is recorded in the manifest info.
-    Unreadable images raise AgiqaError naming the file: nothing is skipped.
+    Unreadable images raise AgiqaError naming the file: nothing is skipped. In a launched run
+    every rank calls this and computes its share of the shards.
     """
     if batch_size < 1:
         raise AgiqaError(f"batch_size must be a positive integer, got {batch_size}.")
     paths = [str(p) for p in df["path"]]
     store = _store(paths, encoder, cache_dir, shard_size)
-    if not resume and store.path.exists():
-        store.discard("resume=False: every vector is computed again")
+    if not resume:
+        with distributed.main_process_first() as main:
+            if main and store.path.exists():
+                store.discard("resume=False: every vector is computed again")
+        store.refresh()
     if not store.complete:
         _warn_old_format(store.path.parent)
     vectors = store.fill_and_load(
@@ -87,11 +97,12 @@ def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch
     """Compute the missing shards (both questions per batch); record notes and images/s."""
     questions = list(QUESTIONS.values())
     start, computed = time.perf_counter(), 0
-    with store.writing():
-        missing = store.missing_shards()
+    main = distributed.current().is_main
+    with store.sharded_writing() as missing:  # a launched run: this rank's share
         total = sum(len(store.shard_rows(i)) for i in missing)
         desc = f"semantic vectors ({encoder.profile}{', stand-in' if encoder.is_stand_in else ''})"
-        with progress_bar(total=total, unit="img", desc=desc, disable=not progress) as bar:
+        with progress_bar(total=total, unit="img", desc=desc,
+                          disable=not progress or not main) as bar:
             for shard in missing:
                 rows = list(store.shard_rows(shard))
                 parts = []
@@ -101,10 +112,12 @@ def _fill(store: FeatureStore, paths: list[str], encoder: SemanticEncoder, batch
                     bar.update(len(images))
                     computed += len(images)
                 store.write_shard(shard, torch.cat(parts))
-        stats = ExtractStats(store.path, store.n, computed, time.perf_counter() - start)
+        stats = ExtractStats(store.path, store.n, computed,
+                             time.perf_counter() - start).combined()
+        computed = stats.n_computed
         if computed or not store.info:
             store.update_info({**_info(encoder, dataset), "extraction": stats.as_info()})
-    if computed:
+    if computed and main:
         log.info("semantic vectors: %d images in %.1f s (%.2f images/s, %s)", computed,
                  stats.seconds, stats.images_per_s, encoder.model_id)
 
@@ -237,15 +250,18 @@ def cache_official_vectors(df: pd.DataFrame, folder: str | os.PathLike,
                            dataset: str | None = None) -> Path:
     """Import the official `.pt` vectors of `df` into the semantic cache; returns the entry folder.
 
-    Read them back with `load_cached_vectors(df, OfficialVectorsSource(), cache_dir)`.
+    Read them back with `load_cached_vectors(df, OfficialVectorsSource(), cache_dir)`. In a
+    launched run (collective) rank 0 imports while the others wait.
     """
-    vectors = import_official_vectors(folder, list(df["name"]))
     source = OfficialVectorsSource()
     store = _store([str(p) for p in df["path"]], source, cache_dir)
-    with store.writing():
-        store.write_all(vectors)
-        store.update_info({**_info(source, dataset),
-                           "extraction": {"imported_from": str(Path(folder).resolve())}})
+    with distributed.main_process_first() as main:
+        if main:
+            vectors = import_official_vectors(folder, list(df["name"]))
+            with store.writing():
+                store.write_all(vectors)
+                store.update_info({**_info(source, dataset),
+                                   "extraction": {"imported_from": str(Path(folder).resolve())}})
     return store.path
 
 

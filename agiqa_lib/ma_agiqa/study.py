@@ -8,6 +8,12 @@
 3. `evaluate(runs)`: one table row per variant x seed x evaluation; `records(run, data, cfg)`
    one `ResultRecord` per evaluation (predictions saved); `seed_summary` over seeds.
 `run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
+
+In a launched run (`accelerate launch` / `torchrun -m agiqa_lib.cli train-ma`, see
+`core.distributed`) every rank runs `run`: the token and semantic caches are filled together,
+each training run is data-parallel (`ma_agiqa.train`) on this rank's device, every rank holds
+the same metrics, and only rank 0 writes the results file, the predictions and the scorer
+checkpoint (`save_scorer_checkpoint` is collective).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from agiqa_lib.core import distributed
 
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
@@ -136,7 +144,9 @@ def run(cfg: MAStudyConfig, data: PreparedData | None = None) -> StudyResult:
             result = train(data, cfg, variant, seed)
             runs.append(result)
             if cfg.results_path is not None:
-                add_records(records(result, data, cfg), cfg.results_path)
+                with distributed.main_process_first() as main:  # launched: rank 0 writes
+                    if main:
+                        add_records(records(result, data, cfg), cfg.results_path)
     return StudyResult(data, runs, evaluate(runs))
 
 
@@ -146,7 +156,8 @@ def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
     (`..._random.safetensors` for random weights).
 
     Default: the released-gate run if trained, else the first run. Loadable by
-    `ma_agiqa.model.load_scorer` (and `agiqa score`).
+    `ma_agiqa.model.load_scorer` (and `agiqa score`). In a launched run (collective) rank 0
+    writes it while the others wait; every rank returns the path.
     """
     variants = [r.variant for r in study.runs]
     variant = variant or ("released_gate" if "released_gate" in variants else variants[0])
@@ -154,7 +165,11 @@ def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
     path = (cfg.out / "checkpoints" /
             f"ma_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}.safetensors")
     test = chosen.metrics["all_test"]
-    return save_checkpoint(chosen.model.cpu(), path, {
-        "dataset": cfg.dataset, "protocol": cfg.protocol, "seed": str(chosen.seed),
-        "best_epoch": str(chosen.best_epoch), "test_srcc": f"{test['srcc']:.4f}",
-        "selection": chosen.selection, "mllm_stand_in": str(study.data.mllm_is_stand_in)})
+    with distributed.main_process_first() as main:
+        if main:
+            path = save_checkpoint(chosen.model.cpu(), path, {
+                "dataset": cfg.dataset, "protocol": cfg.protocol, "seed": str(chosen.seed),
+                "best_epoch": str(chosen.best_epoch), "test_srcc": f"{test['srcc']:.4f}",
+                "selection": chosen.selection,
+                "mllm_stand_in": str(study.data.mllm_is_stand_in)})
+    return path

@@ -36,6 +36,18 @@ Runs are resumable at epoch level through `core.training.TrainingState`: `last.s
 in the run folder holds weights, optimizer and scheduler state, history and the best
 snapshot; each epoch reseeds from (seed, epoch), so a resumed run matches an uninterrupted
 one. The fingerprint leaves the epoch count out, so a finished run can be extended.
+
+Launched on several processes (`accelerate launch` / `torchrun`, `core.distributed`), the
+trainable model is wrapped in DDP by accelerate and each epoch follows the single-process one:
+the same batches of 8 in the same order (the loader's generator seeded from (seed, epoch)),
+each rank loading (and augmenting, seeded per (seed, epoch, row) as in one process) only its
+slice of every batch, optionally split further into micro-batches (gradient accumulation);
+each slice's loss is scaled so that the averaged gradient is the batch's, and Adam and the
+per-iteration cosine schedule step once per batch of 8. Validation and test score each rank's
+slice of the rows, gathered in row order (every image once, no padding), and every rank
+computes the same metrics from them; training state is written by rank 0 (`TrainingState`).
+Training stays fp32 as released. Dropout and drop-path masks differ from a one-process run,
+since each rank draws them for its own rows.
 """
 
 from __future__ import annotations
@@ -57,6 +69,8 @@ from scipy import stats
 from torch.utils.data import DataLoader
 
 from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
+from agiqa_lib.core import distributed
+from agiqa_lib.core.distributed import DataParallel
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.core.training import TrainingState
@@ -100,6 +114,29 @@ def predict(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConf
             gates.append(out.gates.float().cpu())
     score = torch.cat(scores).numpy() if scores else np.zeros(0)
     return score, (torch.cat(gates).numpy() if gates else None)
+
+
+def predict_rows(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConfig
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`predict` of `rows`; in a launched run each process scores its slice of the rows and the
+    slices are gathered in row order (each row scored once)."""
+    group = distributed.current()
+    if not group.distributed:
+        return predict(model, data, rows, cfg)
+    return group.gather_shards(predict(model, data, group.shard(rows), cfg))
+
+
+class _Scores(torch.nn.Module):
+    """The training forward (input, semantic vectors -> scores) as a module, for DDP to wrap."""
+
+    def __init__(self, model: MAAGIQA, tokens: bool) -> None:
+        super().__init__()
+        self.model, self.tokens = model, tokens
+
+    def forward(self, x: torch.Tensor, sem: torch.Tensor) -> torch.Tensor:
+        semantic = sem if self.model.needs_semantic else None
+        out = self.model.forward_tokens(x, semantic) if self.tokens else self.model(x, semantic)
+        return out.score
 
 
 @dataclass
@@ -150,9 +187,13 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
               run_dir: str | Path | None = None, progress: bool = True) -> RunResult:
     """Train `model` on data's train rows, select the epoch on val, test it once.
 
-    With `run_dir`, the run is checkpointed after every epoch and resumed from there.
+    With `run_dir`, the run is checkpointed after every epoch and resumed from there. In a
+    launched run every rank calls this (see the module docstring).
     """
     start = time.perf_counter()
+    group = distributed.current()
+    if group.distributed:  # this rank's device (cuda:<local_rank> or the CPU)
+        cfg = replace(cfg, device=str(group.device_for(cfg.device)))
     tokens_mode = data.tokens is not None
     if model.needs_semantic and data.semantic is None:
         raise AgiqaError(f"variant {model.cfg.variant!r} needs semantic vectors; prepare the "
@@ -179,27 +220,32 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
     # the released val loader: split order, last partial batch dropped (main.py:264-265)
     val_eval = data.released_val_rows(cfg.batch_size) if as_released else val_rows
     desc = f"{model.cfg.variant} seed {cfg.seed}"
+    parallel = DataParallel(_Scores(model, tokens_mode)) if DataParallel.wanted(group) else None
     for epoch in progress_bar(range(state.epochs_done, cfg.epochs), desc=desc, unit="epoch",
-                              initial=state.epochs_done, total=cfg.epochs, disable=not progress):
+                              initial=state.epochs_done, total=cfg.epochs,
+                              disable=not progress or not group.is_main):
         _seed_everything(cfg.seed * 1000 + epoch)
         items.epoch = epoch
-        loader = DataLoader(items, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                            num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         model.train()
-        losses, preds, labels = [], [], []
-        for x, sem, y, _ in itertools.islice(loader, cfg.max_steps_per_epoch):  # None: all
-            out = _forward(model, x, sem, tokens_mode, cfg.device)
-            loss = torch.nn.functional.mse_loss(out.score, y.to(cfg.device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            preds.append(out.score.detach().float().cpu().numpy())
-            labels.append(y.numpy())
+        if parallel is not None:
+            losses, p, t = _parallel_epoch(parallel, items, optimizer, scheduler, cfg, epoch)
+        else:
+            loader = DataLoader(items, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                num_workers=cfg.num_workers,
+                                generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+            losses, preds, labels = [], [], []
+            for x, sem, y, _ in itertools.islice(loader, cfg.max_steps_per_epoch):  # None: all
+                out = _forward(model, x, sem, tokens_mode, cfg.device)
+                loss = torch.nn.functional.mse_loss(out.score, y.to(cfg.device))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                preds.append(out.score.detach().float().cpu().numpy())
+                labels.append(y.numpy())
+            p, t = np.concatenate(preds), np.concatenate(labels)
         val_srcc, val_plcc = _val_scores(model, data, val_eval, cfg, mos)
-        p, t = np.concatenate(preds), np.concatenate(labels)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                "train_srcc": _corr(stats.spearmanr, p, t), "val_srcc": val_srcc,
                "val_plcc": val_plcc, "lr": scheduler.get_last_lr()[0]}
@@ -209,6 +255,8 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
         state.record(row, {selection: score})
         if last is not None:
             state.save(last)
+    if parallel is not None:
+        parallel.close()
     notes = []
     if selection in state.snapshots:
         state.load_weights(state.snapshots[selection])
@@ -226,6 +274,39 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
     return result
 
 
+def _parallel_epoch(parallel: DataParallel, items: MAItems, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, cfg: TrainConfig, epoch: int
+                    ) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """One epoch of the launched (or accumulating) run: the batches of the one-process loader,
+    this process's micro-batches of each; returns per-batch losses, train predictions and MOS
+    of every process (in rank order; the correlations do not depend on the order)."""
+    order = DataLoader(range(len(items)), batch_size=cfg.batch_size, shuffle=True,
+                       drop_last=True,  # the index batches the one-process loader draws
+                       generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+    plan = [(len(batch), [batch[p].tolist() for p in parallel.parts(len(batch))])
+            for batch in itertools.islice(order, cfg.max_steps_per_epoch)]
+    loader = iter(DataLoader(items, batch_sampler=[m for _, micro in plan for m in micro],
+                             num_workers=cfg.num_workers, generator=torch.Generator()))
+    shares, preds, labels = [], [], []
+    for n, micro in plan:
+        optimizer.zero_grad()
+        share = 0.0
+        for i in range(len(micro)):
+            x, sem, y, _ = next(loader)
+            with parallel.sync(last=i == len(micro) - 1):
+                score = parallel.module(x.to(cfg.device), sem.to(cfg.device))
+                loss = torch.nn.functional.mse_loss(score, y.to(cfg.device))
+                (loss * parallel.loss_scale(len(y), n)).backward()
+            share += loss.item() * len(y) / n
+            preds.append(score.detach().float().cpu().numpy())
+            labels.append(y.numpy())
+        optimizer.step()
+        scheduler.step()
+        shares.append(share)
+    return (parallel.sum_steps(shares), parallel.gather_values(np.concatenate(preds)),
+            parallel.gather_values(np.concatenate(labels)))
+
+
 def _corr(fn, a: np.ndarray, b: np.ndarray) -> float:
     """A correlation, NaN when undefined (fewer than 2 values or a constant input)."""
     if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
@@ -238,13 +319,13 @@ def _val_scores(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: Train
     """Val SRCC and PLCC (raw Pearson) of `rows` (NaN when undefined)."""
     if len(rows) == 0:
         return float("nan"), float("nan")
-    pred, _ = predict(model, data, rows, cfg)
+    pred, _ = predict_rows(model, data, rows, cfg)
     return _corr(stats.spearmanr, pred, mos[rows]), _corr(stats.pearsonr, pred, mos[rows])
 
 
 def _test(model: MAAGIQA, data: PreparedData, cfg: TrainConfig, history: list[dict],
           best_epoch: int, test_rows: np.ndarray, seconds: float) -> RunResult:
-    pred, gates = predict(model, data, test_rows, cfg)
+    pred, gates = predict_rows(model, data, test_rows, cfg)
     mos = data.df["mos"].to_numpy(dtype=float)[test_rows]
     groups = data.df["generator"].to_numpy()[test_rows]
     kept = as_released_test_indices(len(test_rows), cfg.batch_size, cfg.seed)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from agiqa_lib.core import distributed
 from agiqa_lib.core.io import atomic_folder
 
 TINY_VERSION = "mplug-owl2-tiny-v1"
@@ -59,12 +60,18 @@ def build_tiny_mplug_owl2(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
     Returns `out_dir`; an existing folder with a config.json is reused. Deterministic in `seed`.
     """
+    out_dir = Path(out_dir)
+    # in a launched run transformers writes weights on rank 0 only: rank 0 builds, others wait
+    with distributed.main_process_first() as main:
+        if main and not (out_dir / "config.json").is_file():
+            _write_tiny(out_dir, seed)
+    return out_dir
+
+
+def _write_tiny(out_dir: Path, seed: int) -> None:
     from agiqa_lib.backbones.mplug_owl2.model import MPLUGOwl2ForCausalLM
     from agiqa_lib.backbones.mplug_owl2.processing import MPLUGOwl2Processor
 
-    out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
     processor = MPLUGOwl2Processor(_tiny_tokenizer(), _tiny_image_processor())
     tok = processor.tokenizer
     torch.manual_seed(seed)
@@ -73,7 +80,6 @@ def build_tiny_mplug_owl2(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     with atomic_folder(out_dir) as tmp:  # a concurrent builder's copy wins
         model.eval().save_pretrained(tmp)
         processor.save_pretrained(tmp)
-    return out_dir
 
 
 def _separate_branches(model, seed: int) -> None:
