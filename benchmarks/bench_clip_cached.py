@@ -39,8 +39,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("AGIQA_CACHE_DIR", tempfile.mkdtemp(prefix="bench-clip-"))
 
-    from agiqa_lib.clip_agiqa.train import (CachedFeatureBatches, EvalSet, ImageBatches, TrainConfig,
-                                         predict, train_clip_agiqa)
+    from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches, ImageBatches
+    from agiqa_lib.clip_agiqa.train import EvalSet, TrainConfig, predict, train_clip_agiqa
     from agiqa_lib.data.datasets import load_dataset
     from agiqa_lib.core.features import clip_image_features
     from agiqa_lib.backbones.clip import create_clip

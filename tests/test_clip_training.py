@@ -9,9 +9,10 @@ import torch
 from clip_standin import standin_model
 from PIL import Image
 
-from agiqa_lib.clip_agiqa.train import (SELECTION_RULES, CachedFeatureBatches, ClipFeatures, EvalSet,
-                                     ImageBatches, TrainConfig, carve_validation,
-                                     fit_selection_rules, lr_at_epoch, predict, train_clip_agiqa)
+from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches, ImageBatches
+from agiqa_lib.clip_agiqa.train import (SELECTION_RULES, ClipFeatures, EvalSet, TrainConfig,
+                                     carve_validation, fit_selection_rules, lr_at_epoch, predict,
+                                     train_clip_agiqa)
 from agiqa_lib.core.errors import AgiqaError
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from agiqa_lib.core.cache import CacheKey, FeatureStore, read_store_manifest
+from agiqa_lib.core.cache import CacheKey, FeatureStore
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.features import (describe_transform, extract_features, fill_store, item_seed,
                                 open_store)
+from agiqa_lib.core.manifest import read_store_manifest
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -17,10 +17,11 @@ from PIL import Image
 from agiqa_lib.backbones.clip import create_clip, save_tiny_full_clip
 from agiqa_lib.backbones.iqa_backbone import ReleasedCv2Transform, create_iqa_backbone
 from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+from agiqa_lib.clip_agiqa.batches import ImageBatches
 from agiqa_lib.clip_agiqa.model import (ClipAgiqaConfig, create_clip_agiqa, load_checkpoint,
                                         save_checkpoint)
-from agiqa_lib.clip_agiqa.train import (EvalSet, FreshViews, ImageBatches, TrainConfig,
-                                        fit_selection_rules, train_clip_agiqa)
+from agiqa_lib.clip_agiqa.train import (EvalSet, FreshViews, TrainConfig, fit_selection_rules,
+                                        train_clip_agiqa)
 from agiqa_lib.core.checkpoints import read_metadata
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import PROFILE_NAMES, get_profile
@@ -261,7 +262,7 @@ def test_fresh_view_training_resumes_to_the_uninterrupted_result(tmp_path):
         torch.testing.assert_close(resumed.states["last"][name], tensor)
     pd.testing.assert_frame_equal(resumed.history, reference.history)
     # a cached run's state is never resumed by a fresh run (and vice versa)
-    from agiqa_lib.clip_agiqa.train import CachedFeatureBatches
+    from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches
 
     cached = CachedFeatureBatches(test_features[:8].unsqueeze(0), mos[:8], 4, 2)
     other = train_clip_agiqa(model(), cached, eval_sets, config, state, False)

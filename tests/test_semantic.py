@@ -94,7 +94,7 @@ def test_extraction_stores_fp16_shards_and_manifest(frame, tmp_path):
 
 def test_the_entry_is_a_feature_store_entry(frame, tmp_path):
     """Same manifest, layout and loader as CLIP views and backbone tokens."""
-    from agiqa_lib.core.cache import read_store_manifest
+    from agiqa_lib.core.manifest import read_store_manifest
 
     vectors = extract_semantic_vectors(frame, CountingEncoder(), cache_dir=tmp_path, shard_size=4)
     entry = semantic_cache_entry(frame, CountingEncoder(), tmp_path)

@@ -5,18 +5,10 @@ Dassl's train loader), cosine schedule over E epochs after one warm-up epoch at 
 1e-5 (Dassl's ConstantWarmupScheduler; the rate changes once per epoch), MSE on the raw MOS.
 
 The CLIP encoders are frozen, so an image's feature depends only on its pixels after
-augmentation. Two training paths, both evaluated every epoch on the fixed (cached) test view
-while the text features are recomputed at every step through the prompt learner:
-
-- fresh views (`ImageBatches`, `fit_selection_rules(fresh=FreshViews(...))`; the release and
-  the `full` default): every epoch each training image is loaded and gets a new
-  RandomResizedCrop(224, scale 0.08-1, bicubic) + horizontal flip (Dassl's
-  `transforms.py:234-239`, `defaults.py:40`), and the frozen image encoder runs on it under
-  no_grad on the study's device. View randomness is seeded per (seed, epoch, image), so a
-  resumed run, or one with another number of loader workers, sees the same views.
-- cached views (`CachedFeatureBatches`; the speed option and the `lite`/`tiny` default): the
-  features of K augmented views per image are cached once, and each epoch draws one of them
-  per image.
+augmentation. Two training paths (the batches: `clip_agiqa.batches`), both evaluated every epoch
+on the fixed (cached) test view while the text features are recomputed at every step through
+the prompt learner: fresh views (`fit_selection_rules(fresh=FreshViews(...))`; the release and
+the `full` default) and cached views (the speed option and the `lite`/`tiny` default).
 
 Selection rules: `best_on_test` picks the epoch with the best test SRCC (what the released
 code reports: Dassl's "best_val" falls back to the test set when there is no val set),
@@ -43,7 +35,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,11 +43,10 @@ import torch
 from scipy import stats
 from torch import nn
 
+from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches, ImageBatches
 from agiqa_lib.core import distributed
 from agiqa_lib.core.distributed import DataParallel
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.features import item_seed
-from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.core.training import TrainingState
 
@@ -83,131 +74,6 @@ def lr_at_epoch(epoch: int, config: TrainConfig) -> float:
         return config.warmup_lr
     step = epoch - config.warmup_epochs
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * step / config.epochs))
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
-class CachedFeatureBatches:
-    """Training batches from cached features: per epoch, one of K augmented views per image."""
-
-    kind = "cached"
-
-    def __init__(self, views: torch.Tensor, mos: Sequence[float], batch_size: int = 32,
-                 seed: int = 0) -> None:
-        if views.dim() == 2:
-            views = views.unsqueeze(0)  # a single (e.g. un-augmented) view
-        if views.shape[1] != len(mos):
-            raise ValueError(f"features have {views.shape[1]} images but mos has {len(mos)}")
-        self.views = views  # [K, N, D]
-        self.mos = torch.as_tensor(np.asarray(mos, dtype=np.float32))
-        self.batch_size, self.seed = batch_size, seed
-
-    def __len__(self) -> int:
-        n = self.mos.shape[0]
-        return n // self.batch_size if n >= self.batch_size else 1
-
-    def index_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (image indices [B], their view indices [B]) of each batch of an epoch."""
-        gen = _epoch_generator(self.seed, epoch)
-        n, k = self.mos.shape[0], self.views.shape[0]
-        order = torch.randperm(n, generator=gen)
-        view = torch.randint(k, (n,), generator=gen)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield idx, view[idx]
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (image features [B, D], mos [B]) in a shuffled order fixed by (seed, epoch)."""
-        for idx, view in self.index_batches(epoch):
-            yield self.views[view, idx].float(), self.mos[idx]
-
-    def sharded_epoch(self, epoch: int, parts: Callable[[int], list[np.ndarray]]
-                      ) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
-        """Yield, per batch of `epoch`, (its size n, this process's micro-batches): `parts(n)`
-        gives the positions of each micro-batch in the batch (`core.distributed.DataParallel`)."""
-        for idx, view in self.index_batches(epoch):
-            yield len(idx), [(self.views[view[p], idx[p]].float(), self.mos[idx[p]])
-                             for p in map(torch.as_tensor, parts(len(idx)))]
-
-
-class ImageBatches:
-    """Fresh views: load, augment and encode the images at every step (no cache).
-
-    Batches are shuffled by a generator seeded from (seed, epoch), the last partial batch is
-    dropped (Dassl's train loader); the random view of image `ids[i]` in epoch e is seeded by
-    `core.features.item_seed(seed, "fresh{e}", ids[i])`, whatever the worker or batch. `encode`
-    maps a batch on `device` to features; it runs under no_grad (the encoder is frozen).
-    """
-
-    kind = "fresh"
-
-    def __init__(self, paths: Sequence[str], mos: Sequence[float], transform: Callable,
-                 encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 32,
-                 seed: int = 0, num_workers: int = 0, device: str | torch.device = "cpu",
-                 ids: Sequence[int] | None = None) -> None:
-        ids = list(range(len(paths))) if ids is None else [int(i) for i in ids]
-        self.dataset = _ImageDataset(list(paths), np.asarray(mos, dtype=np.float32), transform,
-                                     ids, seed)
-        self.encode, self.batch_size = encode, batch_size
-        self.seed, self.num_workers, self.device = seed, num_workers, torch.device(device)
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if n >= self.batch_size else 1
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (image features [B, D] on `device`, mos [B]) for one epoch of fresh views."""
-        self.dataset.epoch = epoch
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=True,
-            drop_last=len(self.dataset) >= self.batch_size, num_workers=self.num_workers,
-            generator=_epoch_generator(self.seed, epoch),
-            pin_memory=self.device.type == "cuda")
-        for images, mos in loader:
-            with torch.no_grad():
-                features = self.encode(images.to(self.device, non_blocking=True))
-            yield features, mos
-
-    def sharded_epoch(self, epoch: int, parts: Callable[[int], list[np.ndarray]]
-                      ) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
-        """Like `CachedFeatureBatches.sharded_epoch`: the batches of `epoch` (the order of
-        `epoch`'s loader), of which this process loads, augments and encodes only its own
-        micro-batches."""
-        self.dataset.epoch = epoch
-        n = len(self.dataset)
-        order = torch.utils.data.DataLoader(  # the index batches `epoch`'s loader draws
-            range(n), batch_size=self.batch_size, shuffle=True,
-            drop_last=n >= self.batch_size, generator=_epoch_generator(self.seed, epoch))
-        plan = [(len(batch), [batch[p].tolist() for p in parts(len(batch))]) for batch in order]
-        loader = iter(torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=[m for _, micro in plan for m in micro],
-            num_workers=self.num_workers, generator=torch.Generator(),
-            pin_memory=self.device.type == "cuda"))
-        for size, micro in plan:
-            out = []
-            for _ in micro:
-                images, mos = next(loader)
-                with torch.no_grad():
-                    out.append((self.encode(images.to(self.device, non_blocking=True)), mos))
-            yield size, out
-
-
-class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], mos: np.ndarray, transform: Callable,
-                 ids: list[int], seed: int) -> None:
-        self.paths, self.mos, self.transform = paths, mos, transform
-        self.ids, self.seed, self.epoch = ids, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, float]:
-        image = open_rgb(self.paths[i])
-        with torch.random.fork_rng(devices=[]):  # torchvision transforms draw from torch's RNG
-            torch.manual_seed(item_seed(self.seed, f"fresh{self.epoch}", self.ids[i]))
-            return self.transform(image), float(self.mos[i])
 
 
 @dataclass

@@ -55,8 +55,8 @@ def _cache_argument(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Extract or import, then print where the vectors are (and images/s for an extraction)."""
     from agiqa_lib.core import distributed
-    from agiqa_lib.core.cache import MANIFEST
     from agiqa_lib.core.errors import AgiqaError
+    from agiqa_lib.core.manifest import MANIFEST
     from agiqa_lib.ma_agiqa import semantic
 
     group = distributed.current(getattr(args, "device", None))

@@ -11,9 +11,8 @@ the layout it was created with.
 
 Every shard is written atomically and then recorded in the manifest (also atomic), so a killed
 run loses at most the shard in progress and the next run resumes at the first missing shard.
-Shards that are missing, truncated, of the wrong shape or whose checksum does not match are
-recomputed; a manifest that describes other features, is not JSON, or has a field missing or of
-the wrong type (hand-edited) is discarded with its shards; each is logged, never reused.
+Unusable shards are recomputed, and a manifest that describes other features or is unusable is
+discarded with its shards (the checks: `core.manifest`); each is logged, never reused.
 `load()` always verifies checksums; `writing(verify=True)` does before deciding what is left
 to compute. Inputs are identified by content (`core.content_key.file_list_hash`).
 
@@ -26,8 +25,8 @@ each other; after a second barrier rank 0 merges the fragments into the manifest
 checked like any recorded shard) and deletes them. A killed rank's fragment survives: whoever
 opens the entry next (a launched or a single-process run) merges the shards it finished, so
 only missing shards are computed again. Shard files are the same bytes whoever computes them
-(batches never straddle shards, and a shard's header is written with its keys in a fixed
-order), so a launched extraction gives the single-process cache byte for byte.
+(batches never straddle shards; `core.manifest.canonical_shard_bytes`), so a launched
+extraction gives the single-process cache byte for byte.
 """
 
 from __future__ import annotations
@@ -44,20 +43,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 
 from agiqa_lib.core import distributed
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import atomic_path, exclusive_lock, read_json, sha256_file, write_json
+from agiqa_lib.core.manifest import (FRAGMENTS, MANIFEST, canonical_shard_bytes, manifest_problem,
+                                     merge_fragments, shard_file_problem, store_identity)
 from agiqa_lib.core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: content-keyed inputs, info block, layout outside the identity
-MANIFEST = "manifest.json"
-FRAGMENTS = "manifest.rank*.json"  # one per rank of a launched fill, merged by rank 0
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -80,90 +76,6 @@ class CacheKey:
     view: str = "test"
     seed: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-
-# --- manifest checks ------------------------------------------------------------------------
-def _is_int(value: Any, minimum: int = 0) -> bool:
-    return type(value) is int and value >= minimum
-
-
-def _manifest_problem(manifest: Any) -> str:
-    """What makes a manifest structurally unusable (hand-edited, another format), or ''."""
-    if not isinstance(manifest, dict):
-        return f"not a JSON object but {type(manifest).__name__}"
-    for name in ("identity", "info", "shards"):
-        if not isinstance(manifest.get(name), dict):
-            return f"field {name!r} is missing or not an object"
-    if not _is_int(manifest.get("shard_size"), 1):
-        return "field 'shard_size' is missing or not a positive integer"
-    if not isinstance(manifest.get("complete"), bool):
-        return "field 'complete' is missing or not true/false"
-    shape = manifest.get("item_shape", "missing")
-    if shape is not None and not (isinstance(shape, list) and all(map(_is_int, shape))):
-        return "field 'item_shape' is missing or not a list of integers"
-    for name, entry in manifest["shards"].items():
-        if not (re.fullmatch(r"[0-9]+", name) and isinstance(entry, dict)
-                and isinstance(entry.get("file"), str) and _is_int(entry.get("bytes"))
-                and isinstance(entry.get("sha256"), str)):
-            return f"shard record {name!r} lacks a file name, byte count or checksum"
-    return ""
-
-
-def _canonical_shard_bytes(tensor: torch.Tensor, metadata: dict[str, str]) -> bytes:
-    """The safetensors file of one shard, with its header's keys in a fixed order.
-
-    safetensors writes the metadata map in the order of a per-process randomised hash map, so
-    the same features written twice could differ in their header bytes (and checksum); sorting
-    the keys makes a shard's bytes depend on its features only, whichever process wrote it.
-    The format is unchanged (the header keeps its length and padding).
-    """
-    data = save_safetensors_bytes({"features": tensor}, metadata=metadata)
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
-    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items())),
-               **dict(sorted(header.items()))}
-    text = json.dumps(ordered, separators=(",", ":")).encode()
-    if len(text) > size:  # cannot happen (same characters); keep the library's bytes
-        return data
-    return data[:8] + text.ljust(size, b" ") + data[8 + size:]
-
-
-def _fragment_problem(fragment: Any, identity: dict[str, Any], shard_size: int) -> str:
-    """Why a rank's manifest fragment cannot be merged into a manifest, or ''."""
-    if not isinstance(fragment, dict) or not isinstance(fragment.get("shards"), dict):
-        return "not a fragment"
-    if fragment.get("identity") != identity:
-        return "it describes other features"
-    if fragment.get("shard_size") != shard_size:
-        return f"shard size {fragment.get('shard_size')} differs from {shard_size}"
-    shape = fragment.get("item_shape")
-    if not (isinstance(shape, list) and all(map(_is_int, shape))):
-        return "its item shape is missing"
-    for name, entry in fragment["shards"].items():
-        if not (re.fullmatch(r"[0-9]+", name) and isinstance(entry, dict)
-                and isinstance(entry.get("file"), str) and _is_int(entry.get("bytes"))
-                and isinstance(entry.get("sha256"), str)):
-            return f"shard record {name!r} lacks a file name, byte count or checksum"
-    return ""
-
-
-def read_store_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The validated manifest of a store folder: identity, info, layout, shards, complete.
-
-    Raises AgiqaError when it is missing, unreadable or malformed (extracting again rebuilds it).
-    """
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise AgiqaError(f"no feature-cache manifest at {path}; run the extraction first.")
-    try:
-        manifest = read_json(path)
-        problem = _manifest_problem(manifest)
-    except (OSError, ValueError) as err:
-        problem = f"unreadable: {err}"
-    if problem:
-        raise AgiqaError(f"feature-cache manifest {path} is malformed ({problem}); run the "
-                         "extraction again to rebuild it.")
-    return manifest
 
 
 class CorruptCacheError(AgiqaError):
@@ -189,14 +101,7 @@ class FeatureStore:
         dtype_name = {v: k for k, v in _DTYPES.items()}.get(dtype)
         if dtype_name is None:
             raise AgiqaError(f"feature storage dtype must be float32 or float16, got {dtype}.")
-        fields = asdict(key)
-        params = fields.pop("params")
-        fixed = {"format": FORMAT_VERSION, **fields, "files_hash": files_hash, "n": n,
-                 "dtype": dtype_name}
-        if set(params) & set(fixed):
-            raise ValueError(f"CacheKey.params may not redefine {sorted(set(params) & set(fixed))}")
-        # one JSON round trip, so that tuples etc. compare equal to what the manifest holds
-        self.identity: dict[str, Any] = json.loads(json.dumps({**fixed, **params}))
+        self.identity = store_identity(asdict(key), files_hash, n, dtype_name)
         self.key, self.n, self.dtype = key, n, dtype
         self._requested_shard_size = shard_size
         digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
@@ -273,7 +178,7 @@ class FeatureStore:
             manifest = read_json(manifest_path)
         except (OSError, ValueError) as err:
             return self._reset(f"manifest unreadable ({err})", fix)
-        problem = _manifest_problem(manifest)
+        problem = manifest_problem(manifest)
         if problem:
             return self._reset(f"manifest malformed: {problem}", fix)
         recorded = manifest["identity"]
@@ -303,34 +208,14 @@ class FeatureStore:
         """Add the usable shards of the rank fragments to `manifest`; with `fix` write it (when
         anything `changed`) and delete the fragments."""
         fragments = sorted(self.path.glob(FRAGMENTS)) if self.path.is_dir() else []
-        for file in fragments:
-            try:
-                fragment = read_json(file)
-                problem = _fragment_problem(fragment, self.identity, self.shard_size)
-            except (OSError, ValueError) as err:
-                fragment, problem = None, f"unreadable: {err}"
-            if problem:
-                if fix:
-                    log.warning("feature cache %s: fragment %s is ignored (%s)", self.path,
-                                file.name, problem)
-                continue
-            shape = manifest["item_shape"] if manifest["item_shape"] is not None \
-                else fragment["item_shape"]
-            for name, entry in fragment["shards"].items():
-                if name in manifest["shards"]:
-                    continue
-                problem = self._shard_problem(int(name), entry, shape, verify)
-                if problem:
-                    if fix:
-                        log.warning("feature cache %s: shard %s of %s is recomputed: %s",
-                                    self.path, name, file.name, problem)
-                    continue
-                manifest["shards"][name] = entry
-                manifest["item_shape"] = shape
-                changed = True
+        added, skipped = merge_fragments(
+            manifest, fragments, self.identity, self.shard_size,
+            lambda index, entry, shape: self._shard_problem(index, entry, shape, verify))
         manifest["complete"] = len(manifest["shards"]) == self.num_shards
         if fix:
-            if changed:
+            for reason in skipped:
+                log.warning("feature cache %s: %s", self.path, reason)
+            if changed or added:
                 write_json(self.path / MANIFEST, manifest)
             for file in fragments:
                 file.unlink(missing_ok=True)
@@ -346,27 +231,9 @@ class FeatureStore:
             return "not part of this cache's layout"
         if item_shape is None:
             return "the manifest records no item shape"
-        file = self._shard_file(index)
-        if entry["file"] != file.name:
-            return f"the manifest names file {entry['file']!r}, expected {file.name!r}"
-        if not file.is_file():
-            return "file missing"
-        if file.stat().st_size != entry["bytes"]:
-            return "file size differs from the manifest (partial or replaced file)"
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                tensor = f.get_slice("features")
-                shape, dtype = list(tensor.get_shape()), tensor.get_dtype()
-        except Exception as err:  # any header or format error means the file is unusable
-            return f"unreadable ({err})"
-        expected = [len(self.shard_rows(index)), *item_shape]
-        if shape != expected:
-            return f"shape {shape} differs from the expected {expected}"
-        if dtype != {"float32": "F32", "float16": "F16"}[self.identity["dtype"]]:
-            return f"dtype {dtype} differs from {self.identity['dtype']}"
-        if verify and sha256_file(file) != entry["sha256"]:
-            return "checksum differs from the manifest (corrupt or altered file)"
-        return ""
+        return shard_file_problem(self._shard_file(index), entry,
+                                  [len(self.shard_rows(index)), *item_shape],
+                                  self.identity["dtype"], verify)
 
     # --- writing ------------------------------------------------------------------------------
     @contextmanager
@@ -450,7 +317,7 @@ class FeatureStore:
         tensor = features.detach().to("cpu", self.dtype).contiguous()
         meta = {"start": str(rows.start), "stop": str(rows.stop)}
         with atomic_path(file) as tmp:
-            tmp.write_bytes(_canonical_shard_bytes(tensor, meta))
+            tmp.write_bytes(canonical_shard_bytes(tensor, meta))
             entry = {"file": file.name, "start": rows.start, "stop": rows.stop,
                      "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
         self._manifest["shards"][str(index)] = entry

@@ -38,11 +38,12 @@ import torch
 from agiqa_lib.backbones.lite_semantic import STAND_IN_NOTE
 from agiqa_lib.backbones.semantic_encoder import SemanticEncoder
 from agiqa_lib.core import distributed
-from agiqa_lib.core.cache import CacheKey, FeatureStore, read_store_manifest
+from agiqa_lib.core.cache import CacheKey, FeatureStore
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.features import ExtractStats
 from agiqa_lib.core.io import open_rgb
+from agiqa_lib.core.manifest import read_store_manifest
 from agiqa_lib.core.paths import cache_dir as default_cache_dir
 from agiqa_lib.core.progress import progress_bar
 
