@@ -52,6 +52,7 @@ augmentation = "auto"     # auto: fresh views every epoch for full (as released)
 clip_checkpoint = None    # full only: local open_clip ViT-B/16 weights instead of the hub
 weights = "pretrained"    # "random": full-size architecture, random weights (pipeline check)
 num_workers = None        # image-loading workers for fresh views (None: the profile's choice)
+feature_scale = 1.0       # head input times this: 1.0 as released; 22.6 (sqrt 512) a lite option
 
 # %%
 import pandas as pd
@@ -103,7 +104,7 @@ viz.save_figure(fig, "02_quality_bins", cfg.out_dir);
 # six classes. Everything else in CLIP is frozen: compare the two parameter counts.
 
 # %%
-model = clip_agiqa.create_clip_agiqa(cfg.profile, bundle=data.bundle)
+model = clip_agiqa.create_clip_agiqa(cfg.profile, cfg.model_config(), bundle=data.bundle)
 print(clip_agiqa.parameter_counts(model))
 print("head:", model.regression)
 

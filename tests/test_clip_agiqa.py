@@ -131,6 +131,48 @@ def test_trainable_state_round_trip_and_mismatch():
         standin_model(use_text=False).load_trainable_state_dict(a.trainable_state_dict())
 
 
+def test_feature_scale_default_is_the_released_head_input():
+    """feature_scale 1.0 (the default) feeds the head the unit vectors, bit for bit."""
+    model = standin_model().eval()
+    assert model.config.feature_scale == 1.0 and ClipAgiqaConfig().feature_scale == 1.0
+    feats = torch.randn(5, model.embed_dim)
+    with torch.no_grad():
+        img = torch.nn.functional.normalize(feats, dim=-1)
+        text = model.text_features()
+        head_input = torch.cat([img.unsqueeze(1), text.unsqueeze(0).expand(5, -1, -1)], dim=1)
+        released = model.regression(head_input.flatten(1)).squeeze(-1)
+        assert torch.equal(model.score_features(feats), released)
+
+
+@pytest.mark.parametrize("use_text", [True, False])
+def test_feature_scale_equals_a_scaled_first_head_weight(use_text):
+    """In eval mode scale s is the scale-1 model whose first head Linear weight is times s."""
+    scale = 22.6
+    scaled = standin_model(use_text, feature_scale=scale).eval()
+    plain = standin_model(use_text).eval()
+    plain.load_trainable_state_dict(scaled.trainable_state_dict())
+    with torch.no_grad():
+        plain.regression[1].weight.mul_(scale)
+    assert scaled.config.feature_scale == scale and plain.config.feature_scale == 1.0
+    feats = torch.randn(6, scaled.embed_dim) * 3
+    with torch.no_grad():
+        got, expected = scaled.score_features(feats), plain.score_features(feats)
+        unscaled = standin_model(use_text).eval().score_features(feats)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (got - unscaled).abs().max() > 1e-2  # the scale reaches the head: the test can fail
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), float("inf"), "2", True, None])
+def test_bad_feature_scale_is_a_user_error(scale):
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+
+    with pytest.raises(AgiqaError, match="feature_scale"):
+        ClipAgiqaConfig(feature_scale=scale)
+    with pytest.raises(AgiqaError, match="feature_scale"):
+        ClipStudyConfig(feature_scale=scale)
+    assert ClipAgiqaConfig(feature_scale=2).feature_scale == 2.0  # an int is a float scale
+
+
 # --- binning ---------------------------------------------------------------------------------
 
 def test_quantile_cutpoints_give_equal_bins():
@@ -228,6 +270,49 @@ def test_checkpoint_round_trip_through_load_scorer(tmp_path):
         scores = loader(path).score_images(images)
         np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     assert np.ptp(expected) > 0  # the images get different scores: the test can fail
+
+
+def test_checkpoint_keeps_the_feature_scale(tmp_path):
+    """A checkpoint at scale 22.6 reloads at 22.6 and scores identically; one written before
+    the option existed (no feature_scale in its config) loads at the released 1.0."""
+    import json
+
+    from agiqa_lib.clip_agiqa.model import (create_clip_agiqa, load_checkpoint, load_scorer,
+                                            save_checkpoint)
+    from agiqa_lib.core.checkpoints import read_checkpoint, read_metadata, write_checkpoint
+
+    torch.manual_seed(0)
+    model = create_clip_agiqa("tiny", ClipAgiqaConfig(feature_scale=22.6)).eval()
+    with torch.no_grad():
+        model.prompt_learner.ctx.normal_()
+        model.regression[4].bias.fill_(2.5)
+    path = save_checkpoint(model, tmp_path / "scaled.safetensors")
+    assert json.loads(read_metadata(path)["config"])["feature_scale"] == 22.6
+    feats = torch.randn(5, model.embed_dim)
+    with torch.no_grad():
+        expected = model.score_features(feats)
+        reloaded = load_checkpoint(path)
+        assert reloaded.config.feature_scale == 22.6
+        assert torch.equal(reloaded.score_features(feats), expected)
+    from PIL import Image
+
+    images = [Image.new("RGB", (40, 30), (i * 60, 100, 200 - i * 50)) for i in range(3)]
+    with torch.no_grad():
+        batch = torch.stack([model.bundle.preprocess_val(im) for im in images])
+        np.testing.assert_allclose(load_scorer(path).score_images(images), model(batch).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+    tensors, meta = read_checkpoint(path)  # the same weights, saved by an older version
+    config = json.loads(meta["config"])
+    del config["feature_scale"]
+    old = write_checkpoint(tmp_path / "old.safetensors", tensors,
+                           {**meta, "config": json.dumps(config)})
+    with torch.no_grad():
+        before = load_checkpoint(old)
+        assert before.config.feature_scale == 1.0
+        model.config.feature_scale = 1.0  # the same model, unscaled
+        assert torch.equal(before.score_features(feats), model.score_features(feats))
+        assert not torch.allclose(before.score_features(feats), expected)
 
 
 @pytest.fixture(params=["tiny", "tiny-full"])

@@ -227,3 +227,51 @@ def test_cli_options_come_from_the_study_config():
     assert {f.name for f in dataclasses.fields(ClipStudyConfig)} <= set(vars(args))
     with pytest.raises(SystemExit):  # choices come from the config's field metadata
         build_parser().parse_args(["train-clip", "demo", "--profile", "huge"])
+
+
+def test_feature_scale_option_parses_into_the_study_and_model_configs():
+    """`--feature-scale` (and `--param feature_scale=...`) parse into ClipStudyConfig, which
+    builds its models at that scale; the default is the release's 1.0."""
+    from agiqa_lib.cli import build_parser
+    from agiqa_lib.clip_agiqa import study
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+    from agiqa_lib.commands.options import config_from_args
+    from agiqa_lib.commands.train_clip import config_with_params
+
+    parser = build_parser()
+    default = config_from_args(ClipStudyConfig, parser.parse_args(["train-clip", "demo"]))
+    assert default.feature_scale == 1.0 and default.model_config().feature_scale == 1.0
+    assert default.scale_tag == "" and study.checkpoint_path(default).name == \
+        "clip_agiqa_demo_lite.safetensors"
+    args = parser.parse_args(["train-clip", "demo", "--feature-scale", "22.6"])
+    cfg = config_from_args(ClipStudyConfig, args)
+    assert cfg.feature_scale == 22.6 and cfg.model_config(use_text=False).feature_scale == 22.6
+    assert config_with_params(ClipStudyConfig, parser.parse_args(
+        ["train-clip", "demo", "--param", "feature_scale=22.6"])).feature_scale == 22.6
+    with pytest.raises(AgiqaError, match="feature_scale"):
+        config_from_args(ClipStudyConfig, parser.parse_args(["train-clip", "demo",
+                                                             "--feature-scale", "0"]))
+
+
+@pytest.mark.slow
+def test_study_at_a_feature_scale_names_its_runs_and_records_the_scale(tmp_path):
+    """A study at scale 22.6 (tiny CLIP, demo data, one epoch): its own checkpoint and
+    training states, a checkpoint that reloads at 22.6, records that carry the scale."""
+    import json
+
+    from agiqa_lib.clip_agiqa import study
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+    from agiqa_lib.clip_agiqa.model import load_checkpoint
+
+    cfg = ClipStudyConfig(dataset="demo", profile="tiny", fast=True, epochs=1, n_boot=20,
+                          out_dir=str(tmp_path / "out"), progress=False, feature_scale=22.6,
+                          results_path=str(tmp_path / "results.jsonl"))
+    result = study.run(cfg)
+    assert result.checkpoint.name == "clip_agiqa_demo_tiny_scale22.6.safetensors"
+    assert load_checkpoint(result.checkpoint).config.feature_scale == 22.6
+    states = sorted(p.name for p in (tmp_path / "out" / "checkpoints" / "training").iterdir())
+    assert len(states) == 2 and all("_scale22.6_" in name for name in states)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    trained = [r for r in records if r["model"] in ("clip_agiqa", "image_only_control")]
+    assert len(trained) == 6 and {r["feature_scale"] for r in trained} == {22.6}
+    assert {r["feature_scale"] for r in records if r not in trained} == {None}  # no head

@@ -75,6 +75,28 @@ def test_text_features_fold_into_the_first_bias(clip_model):
     assert folded[0].in_features == clip_model.embed_dim
 
 
+def test_text_features_fold_into_the_first_bias_at_any_feature_scale():
+    """With feature_scale s the folded bias uses s * text and the image weights s * W_x."""
+    torch.manual_seed(1)
+    model = create_clip_agiqa("tiny", ClipAgiqaConfig(feature_scale=22.6))
+    with torch.no_grad():
+        model.prompt_learner.ctx.normal_(std=0.5)
+        model.regression[1].bias.normal_()
+    features = torch.randn(32, model.embed_dim) * 3
+    model.eval()
+    with torch.no_grad():
+        scores = model.score_features(features)
+        assert clip_inspect.folded_bias_check(model, features) < 1e-5 * (1 + scores.abs().max())
+        assert "feature_scale 22.6" in clip_inspect.prompt_shapes(model)["what"].iloc[-1]
+        # the fold of the release (unscaled) would be off by far more: the check can fail
+        first, last = model.regression[1], model.regression[4]
+        dim = model.embed_dim
+        image = torch.nn.functional.normalize(features, dim=-1)
+        unscaled = torch.relu(image @ first.weight[:, :dim].T + first.bias
+                              + first.weight[:, dim:] @ model.text_features().flatten())
+        assert (last(unscaled).squeeze(-1) - scores).abs().max() > 1e-2
+
+
 def test_image_only_control_has_no_prompt_to_inspect():
     control = create_clip_agiqa("tiny", ClipAgiqaConfig(use_text=False))
     with pytest.raises(AgiqaError, match="image-only control"):

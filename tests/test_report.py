@@ -76,6 +76,39 @@ def test_old_results_files_still_read(tmp_path):
     assert [r.srcc for r in read_records(path)] == [0.59, 0.81]
 
 
+def test_feature_scale_is_part_of_the_identity_and_old_files_match_the_release(tmp_path):
+    """CLIP-AGIQA records of two feature scales are two runs; a record at the released 1.0
+    replaces one written before the field existed (same identity)."""
+    clip = dict(model="clip_agiqa", variant=None, protocol="clip_agiqa", selection="best_on_test",
+                evaluation="all_test")
+    old = {"model": "clip_agiqa", "dataset": "agiqa3k", "protocol": "clip_agiqa", "seed": 0,
+           "profile": "lite", "selection": "best_on_test", "srcc": 0.59, "plcc": 0.66,
+           "n": 597}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    (before,) = read_records(path)
+    assert before.feature_scale is None
+    released = _record(0, 0.60, feature_scale=1.0, **clip)
+    scaled = _record(0, 0.70, feature_scale=22.6, **clip)
+    assert released.identity == before.identity == _record(0, 0.6, **clip).identity
+    assert scaled.identity != released.identity and "22.6" in scaled.identity
+    two = _record(0, 0.7, feature_scale=2, **clip)
+    assert two.identity == _record(0, 0.7, feature_scale=2.0, **clip).identity
+    add_records([released], path)  # replaces the old line
+    add_records([scaled], path)  # another run: kept beside it
+    add_records([_record(0, 0.72, feature_scale=22.6, **clip)], path)  # replaces the scaled one
+    records = read_records(path)
+    assert [(r.feature_scale, r.srcc) for r in records] == [(1.0, 0.60), (22.6, 0.72)]
+    assert ResultRecord.from_dict(json.loads(json.dumps(records[1].to_dict()))) == records[1]
+    frame = load_results(path)
+    summary = seed_summary(frame).set_index("feature_scale")
+    assert summary.loc["-", "srcc"] == 0.60 and summary.loc["22.6", "srcc"] == 0.72
+    ours = comparison_table(frame).query("model == 'clip_agiqa' and dataset == 'agiqa3k'")
+    assert list(ours["srcc"]) == [0.60]  # the papers face the released scale only
+    assert save_predictions(pd.DataFrame({"name": ["a"], "mos": [1.0], "pred": [1.0]}),
+                            records[1], tmp_path).stem.endswith("_22.6")
+
+
 def test_seed_summary_mean_and_t_interval():
     frame = _frame([_record(s, v) for s, v in [(1, 0.80), (2, 0.82), (3, 0.84)]])
     row = seed_summary(frame).iloc[0]

@@ -5,6 +5,10 @@ profile table (`core.profiles`): for `full`, fresh views every epoch and, on CUD
 `fp16_as_released` (the release); for `lite`/`tiny`, cached views and fp32. A CPU run of
 `full` uses fp32 (the release's fp16 is refused on CPU: PyTorch's CPU fp16 kernels are slow or
 missing), and the resolved values are what the result records carry.
+
+`feature_scale` (1.0: as released) multiplies the normalised head input
+(`ClipAgiqaConfig.feature_scale`); other values name their runs (`scale_tag`), their training
+states and their result records apart from the released ones.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 from agiqa_lib.clip_agiqa.binning import BINNING_RULES
+from agiqa_lib.clip_agiqa.model import ClipAgiqaConfig, checked_feature_scale
 from agiqa_lib.clip_agiqa.train import TrainConfig
 from agiqa_lib.core.config import (CLIP_PRECISIONS, FP16_AS_RELEASED, StudyConfig, auto_option,
                                    is_cuda, option)
@@ -56,6 +61,11 @@ class ClipStudyConfig(StudyConfig):
                                       "when the split has no val part")
     binning: str = option("quantiles", "quality-class cut-points: quantiles of the train MOS "
                                        "or the released ones", choices=BINNING_RULES)
+    feature_scale: float = option(1.0, "multiply the L2-normalised head input (image and "
+                                       "text features) by this before the regression head; "
+                                       "1.0 is the release, sqrt(D) (22.6 for lite's D=512) a "
+                                       "lite option against the underfitting head, chosen on "
+                                       "the validation part")
     batch_size: int = option(32, "images per batch when extracting features")
     num_workers: int | None = option(None, "image-loading worker processes for fresh views "
                                            "(default: 8 on CUDA as released, 0 elsewhere)")
@@ -94,6 +104,7 @@ class ClipStudyConfig(StudyConfig):
                              f"{self.epochs}, {self.n_aug_views} and {self.num_workers}.")
         if not 0 < self.val_fraction < 1:
             raise AgiqaError(f"val_fraction must lie in (0, 1), got {self.val_fraction}.")
+        object.__setattr__(self, "feature_scale", checked_feature_scale(self.feature_scale))
         if self.fast:
             object.__setattr__(self, "epochs", min(self.epochs, FAST_EPOCHS))
             object.__setattr__(self, "n_aug_views", min(self.n_aug_views, FAST_AUG_VIEWS))
@@ -109,6 +120,17 @@ class ClipStudyConfig(StudyConfig):
         """How training views were made, as result records say it: "fresh_per_epoch" or
         "cached:K"."""
         return "fresh_per_epoch" if self.fresh_views else f"cached:{self.n_aug_views}"
+
+    @property
+    def scale_tag(self) -> str:
+        """"_scale{s}" in file and folder names when `feature_scale` is not the released 1.0,
+        else "" (the released runs keep their names)."""
+        return "" if self.feature_scale == 1.0 else f"_scale{self.feature_scale:g}"
+
+    def model_config(self, use_text: bool = True) -> ClipAgiqaConfig:
+        """The CLIP-AGIQA architecture this study trains (or its image-only control)."""
+        return ClipAgiqaConfig(use_text=use_text, frozen_precision=self.precision,
+                               feature_scale=self.feature_scale)
 
     def train_config(self) -> TrainConfig:
         """The optimisation recipe of this study (released defaults, our epochs and seed)."""

@@ -81,7 +81,9 @@ def prompt_shapes(model: ClipAgiqa) -> pd.DataFrame:
         ("text features", text, "text tower output, L2-normalised: ONE per class, "
                                 "the same for every image"),
         ("head input", torch.empty(1, (1 + n_cls) * model.embed_dim),
-         f"[image feature; {n_cls} text features] concatenated, per image"),
+         f"[image feature; {n_cls} text features] concatenated, per image"
+         + ("" if model.config.feature_scale == 1.0
+            else f", times feature_scale {model.config.feature_scale:g}")),
     ]
     return pd.DataFrame([{"tensor": name, "shape": list(t.shape), "what": what}
                          for name, t, what in rows]).set_index("tensor")
@@ -114,13 +116,19 @@ def fold_text_into_bias(model: ClipAgiqa) -> nn.Sequential:
     The head's first layer sees [x; t_1; ...; t_6]: W [x; t] + b = W_x x + (W_t t + b), and
     t does not depend on the image, so W_t t + b is a constant: the folded bias. Dropout is
     the identity in eval mode. Input: L2-normalised image features [B, D].
+
+    With a feature scale s (`ClipAgiqaConfig.feature_scale`) the head sees s [x; t], so the
+    folded layer is (s W_x) x + (W_t (s t) + b): the image weights and the text features are
+    scaled (s = 1: as released, nothing changes).
     """
     _prompt_learner(model)
     first, last = model.regression[1], model.regression[4]
     dim = model.embed_dim
+    scale = model.config.feature_scale
+    text = model.text_features().flatten()
     folded = nn.Linear(dim, first.out_features).to(first.weight.device)
-    folded.weight.copy_(first.weight[:, :dim])
-    folded.bias.copy_(first.bias + first.weight[:, dim:] @ model.text_features().flatten())
+    folded.weight.copy_(first.weight[:, :dim] if scale == 1.0 else first.weight[:, :dim] * scale)
+    folded.bias.copy_(first.bias + first.weight[:, dim:] @ (text if scale == 1.0 else text * scale))
     return nn.Sequential(folded, nn.ReLU(), copy.deepcopy(last)).eval()
 
 

@@ -14,6 +14,13 @@ Reference: wzczc/CLIP-AGIQA, trainers/clip_agiqa.py (CustomCLIP, PromptLearner).
 ViT-B/16 config also lists CTX_INIT "a photo of a"; the README's command (`end 16 1 False`)
 and the paper use 16 random context vectors, which is what we build.
 
+Feature scale (`feature_scale`, a lite option; 1.0 is the release): the head input is
+multiplied by it before the first Linear. Unit-norm features put each of the 7D inputs at
+about 1/sqrt(D), so with the released SGD lr 0.002 the head learns slowly and, on `lite`
+(D = 512), underfits (predictions in a narrow band); sqrt(D) restores inputs of order 1. In
+eval mode a scale s equals the scale-1 model whose first head Linear weight is multiplied by
+s, so it changes the optimisation only, not what the model can express.
+
 Precision (`frozen_precision`):
 
 - ``fp16_as_released``: the release's default (`train.py:111` PREC "fp16"; `clip_model.float()`
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -69,14 +77,27 @@ class ClipAgiqaConfig:
     # fp32 | fp16 | bf16 | fp16_as_released (see the module docstring); None: keep the
     # precision the CLIP was built in (resolved when the model is built)
     frozen_precision: str | None = None
+    # the L2-normalised head input is multiplied by this before the head (a lite option, see
+    # the module docstring); 1.0: as released (`clip_agiqa.py:214-223` feeds unit vectors)
+    feature_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
+        self.feature_scale = checked_feature_scale(self.feature_scale)
         if self.frozen_precision is not None and self.frozen_precision not in CLIP_PRECISIONS:
             raise AgiqaError(f"frozen_precision={self.frozen_precision!r} is not one of "
                              f"{sorted(CLIP_PRECISIONS)}")
         if self.n_ctx < 1:
             raise AgiqaError(f"n_ctx must be >= 1, got {self.n_ctx}")
+
+
+def checked_feature_scale(value: Any) -> float:
+    """`feature_scale` as a float; anything but a finite number > 0 is an AgiqaError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise AgiqaError(f"feature_scale must be a finite number > 0 (1.0 as released), got "
+                         f"{value!r}.")
+    return float(value)
 
 
 class PromptLearner(nn.Module):
@@ -202,12 +223,19 @@ class ClipAgiqa(nn.Module):
 
     def score_features(self, image_features: torch.Tensor,
                        text_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted MOS [B] from image features [B, D]; text features recomputed unless given."""
+        """Predicted MOS [B] from image features [B, D]; text features recomputed unless given.
+
+        The head reads the normalised image feature (and the six normalised text features,
+        as released: `clip_agiqa.py:214-223`) times `config.feature_scale` (1.0: as released,
+        no multiplication; sqrt(D) gives inputs of order 1, see the module docstring).
+        """
         x = self._normalize(image_features)  # [B, D] fp32
         if self.prompt_learner is not None:
             text = self.text_features() if text_features is None else text_features  # [n_cls, D]
             x = torch.cat([x.unsqueeze(1), text.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
             x = x.flatten(1)  # [B, (1 + n_cls) * D]
+        if self.config.feature_scale != 1.0:  # 1.0: the release, bit for bit
+            x = x * self.config.feature_scale
         return self.regression(x).squeeze(-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

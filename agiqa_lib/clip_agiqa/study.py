@@ -101,7 +101,7 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
     frozen image encoder on `cfg.device` (no_grad); evaluation uses the cached test view.
     Returns the run and a model holding the `last` weights (the honest rule) for saving.
     """
-    model_config = ClipAgiqaConfig(use_text=use_text, frozen_precision=cfg.precision)
+    model_config = cfg.model_config(use_text)
     train_config = cfg.train_config()
     bundle = data.bundle
 
@@ -117,7 +117,7 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
     digest = _run_digest(data, model_config, train_config)
     checkpoint_dir = (cfg.out / "checkpoints" / "training" /
                       f"{MODEL_NAMES[use_text]}_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}"
-                      f"_{cfg.protocol}_seed{cfg.seed}_{digest}")
+                      f"_{cfg.protocol}{cfg.scale_tag}_seed{cfg.seed}_{digest}")
     run = fit_selection_rules(make_model, data.features, data.mos, data.split, train_config,
                               val_fraction=cfg.val_fraction, checkpoint_dir=checkpoint_dir,
                               progress=cfg.progress, fresh=fresh)
@@ -127,11 +127,18 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
 
 
 def _run_digest(data: ClipStudyData, config: ClipAgiqaConfig, train_config: Any) -> str:
-    """Short hash of everything a training run depends on (its resumable state's folder)."""
+    """Short hash of everything a training run depends on (its resumable state's folder).
+
+    The model config includes `feature_scale`, so a state trained at another scale is never
+    resumed; at the released 1.0 it is left out, so released runs keep their old digest.
+    """
     digest = hashlib.sha256()
     augmented = data.features.augmented
     fresh = ["fresh"] if data.cfg.fresh_views else []  # cached runs keep their old digest
-    digest.update(json.dumps([asdict(config), asdict(train_config), data.cfg.val_fraction,
+    model = asdict(config)
+    if model["feature_scale"] == 1.0:  # the release: the digest of runs before the option
+        del model["feature_scale"]
+    digest.update(json.dumps([model, asdict(train_config), data.cfg.val_fraction,
                               data.bundle.model_id, list(data.features.test.shape),
                               None if augmented is None else list(augmented.shape)]
                              + fresh).encode())
@@ -208,6 +215,7 @@ def records(table: pd.DataFrame, data: ClipStudyData,
             best_epoch=None if pd.isna(row["epoch"]) else int(row["epoch"]),
             weights=cfg.weights, precision=cfg.precision,
             augmentation=cfg.augmentation_label if trained else None,
+            feature_scale=cfg.feature_scale if trained else None,
             extra={"clip_model_id": data.bundle.model_id})
         pred = (predictions or {}).get((row["model"], row["selection"]))
         if pred is not None:
@@ -250,7 +258,8 @@ def run(cfg: ClipStudyConfig) -> ClipStudy:
             if cfg.results_path is not None:
                 add_records(records(table, data, predictions), cfg.results_path)
             save_study_tables(table, runs, cfg.out / f"clip_study_{cfg.dataset}_{cfg.profile}"
-                                                     f"{cfg.weights_tag}_{cfg.protocol}")
+                                                     f"{cfg.weights_tag}_{cfg.protocol}"
+                                                     f"{cfg.scale_tag}")
             checkpoint = save_checkpoint(
                 models["clip_agiqa"], checkpoint,
                 extra_metadata={"dataset": cfg.dataset, "protocol": cfg.protocol,
@@ -269,6 +278,7 @@ def save_study_tables(table: pd.DataFrame, runs: dict[str, SelectionRun], folder
 
 
 def checkpoint_path(cfg: ClipStudyConfig) -> Path:
-    """Where the study saves its CLIP-AGIQA checkpoint (random-weight runs: `..._random`)."""
+    """Where the study saves its CLIP-AGIQA checkpoint (random-weight runs: `..._random`;
+    a feature scale other than the released 1.0: `..._scale{s}`)."""
     return (cfg.out / "checkpoints" /
-            f"clip_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}.safetensors")
+            f"clip_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}{cfg.scale_tag}.safetensors")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agiqa_lib.evaluation.results import IDENTITY_FIELDS
+from agiqa_lib.evaluation.results import IDENTITY_DEFAULTS, IDENTITY_FIELDS, identity_value
 
 # (paper model, dataset, target, SRCC, PLCC, source) exactly as the papers report them.
 PAPER_RESULTS = pd.DataFrame(
@@ -62,6 +62,8 @@ def _with_identity(results: pd.DataFrame) -> pd.DataFrame:
     for col in IDENTITY:
         if col not in frame:
             frame[col] = None
+    for col in IDENTITY_DEFAULTS:  # as ResultRecord.identity writes them ("-": released)
+        frame[col] = frame[col].astype(object).map(lambda v, col=col: identity_value(col, v))
     frame[IDENTITY] = frame[IDENTITY].astype(object).where(frame[IDENTITY].notna(), "-")
     return frame
 
@@ -107,6 +109,7 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             mask = (summary["model"] == paper.model) & (summary["dataset"] == paper.dataset) \
                 & (summary["protocol"] == PAPER_PROTOCOL[paper.model])
             mask &= summary["weights"] != "random"  # pipeline checks never face a paper
+            mask &= summary["feature_scale"] == "-"  # the released head input (1.0)
             # a record without a target used the dataset's default target
             mask &= summary["target"].isin([paper.target, "-"])
             if paper.model in PAPER_VARIANT:

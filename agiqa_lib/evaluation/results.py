@@ -3,7 +3,9 @@
 Notebooks 01, 02 and 04 (and the CLI) add records; notebook 05 reads them all. A record's
 identity (`ResultRecord.identity`) says which run it describes; adding a record with the
 identity of an earlier one replaces it, so re-running a notebook never duplicates rows, and
-the report groups seeds by the same identity minus the seed.
+the report groups seeds by the same identity minus the seed. An identity field added later
+(`feature_scale`) reads as "-" at its released value, so records written before it existed
+and new records of the released setting share an identity.
 
 Metric names are unambiguous: `plcc_raw` (Pearson on raw predictions) and `plcc_logistic`
 (after MA-AGIQA's 4-parameter logistic), `rmse_logistic`, `within_generator_srcc`,
@@ -26,7 +28,10 @@ import pandas as pd
 from agiqa_lib.core.io import atomic_path
 
 IDENTITY_FIELDS = ("model", "variant", "dataset", "target", "protocol", "profile", "weights",
-                   "seed", "selection", "evaluation")
+                   "seed", "selection", "evaluation", "feature_scale")
+# identity fields added after results files existed: their released value is no part of the
+# identity (reads "-", as a record without the field does), so old files still match
+IDENTITY_DEFAULTS: dict[str, Any] = {"feature_scale": 1.0}
 METRIC_FIELDS = ("srcc", "krcc", "plcc_raw", "plcc_logistic", "rmse_logistic",
                  "within_generator_srcc", "within_prompt_srcc")
 
@@ -46,6 +51,8 @@ class ResultRecord:
     weights: str = "pretrained"         # "random": full-size architecture, random weights
     selection: str = "none"             # epoch selection rule (best_on_val, last, ...)
     evaluation: str = "all_test"        # which test images (all_test, as_released_drop_last)
+    feature_scale: float | None = None  # CLIP-AGIQA's head-input scale (1.0 as released;
+                                        # None: not a trained CLIP-AGIQA head)
     # metrics
     n: int = 0
     srcc: float = math.nan
@@ -104,8 +111,7 @@ class ResultRecord:
     @property
     def identity(self) -> tuple[str, ...]:
         """What makes two records describe the same run (re-running replaces the record)."""
-        return tuple("-" if getattr(self, k) is None else str(getattr(self, k))
-                     for k in IDENTITY_FIELDS)
+        return tuple(identity_value(k, getattr(self, k)) for k in IDENTITY_FIELDS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN kept as NaN; tuples as lists)."""
@@ -114,6 +120,19 @@ class ResultRecord:
             if out[key] is not None:
                 out[key] = list(out[key])
         return out
+
+
+def identity_value(key: str, value: Any) -> str:
+    """One identity field as text: "-" for None. A field of `IDENTITY_DEFAULTS` also reads "-"
+    when NaN (a table cell without it) or at its released value (so a record at feature_scale
+    1.0 matches one written before the field existed), else its number as a float (2 and 2.0
+    are one run)."""
+    if value is None:
+        return "-"
+    if key in IDENTITY_DEFAULTS:
+        number = float(value)
+        return "-" if math.isnan(number) or number == IDENTITY_DEFAULTS[key] else str(number)
+    return str(value)
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
