@@ -105,7 +105,7 @@ viz.save_figure(fig, "02_quality_bins", cfg.out_dir);
 
 # %%
 model = clip_agiqa.create_clip_agiqa(cfg.profile, cfg.model_config(), bundle=data.bundle)
-print(clip_agiqa.parameter_counts(model))
+print(inspect.parameter_counts(model))
 print("head:", model.regression)
 
 # %% [markdown]
@@ -162,7 +162,7 @@ viz.save_figure(fig, "02_learning_curves", cfg.out_dir);
 # every real word, so read these as a curiosity rather than as a sentence.
 
 # %%
-clip_agiqa.nearest_tokens(clip_model, k=3)
+inspect.nearest_tokens(clip_model, k=3)
 
 # %% [markdown]
 # After training, the six text features are still one fixed set of vectors, whatever the image:

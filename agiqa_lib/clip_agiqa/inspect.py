@@ -3,6 +3,8 @@
 - `prompt_tokens(model)`: the tokenised prompt "X X ... X {class}." position by position.
 - `prompt_shapes(model)`: every tensor from token ids to text features, with its shape.
 - `text_features(model)` / `text_feature_similarity(model)`: the six text features.
+- `nearest_tokens(model)`: the vocabulary tokens nearest each learned context vector;
+  `parameter_counts(model)`: trainable vs frozen parameters.
 - `folded_bias_check(model, image_features)`: the text features do not depend on the image,
   so in eval mode the head equals an MLP on the image feature whose first-layer bias absorbed
   them (`fold_text_into_bias`); returns the largest difference of the two outputs.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pandas as pd
 import torch
@@ -148,3 +151,45 @@ def folded_bias_check(model: ClipAgiqa, image_features: torch.Tensor) -> float:
         return float((full - folded).abs().max())
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def nearest_tokens(model: ClipAgiqa, k: int = 3) -> pd.DataFrame:
+    """The k vocabulary tokens nearest (Euclidean, as CoOp's interpret_prompt) to each learned
+    context vector: a rough reading of what the prompts encode (one row per vector)."""
+    if model.prompt_learner is None:
+        raise AgiqaError("the image-only control has no prompts to interpret")
+    tower = model.text_tower
+    vocab = (tower.model.text.config.vocab_size if getattr(tower, "kind", None) == "hf"
+             else tower.model.vocab_size)
+    table = tower.token_embedding(torch.arange(vocab, device=model.prompt_learner.ctx.device)).float()
+    ctx = model.prompt_learner.ctx.float()
+    ctx = ctx.unsqueeze(0) if ctx.dim() == 2 else ctx  # [n_cls or 1, n_ctx, W]
+    decode = _token_decoder(tower)
+    rows = []
+    for c, class_ctx in enumerate(ctx):
+        dist = torch.cdist(class_ctx, table)  # [n_ctx, vocab]
+        values, ids = dist.topk(k, largest=False)
+        for i in range(class_ctx.shape[0]):
+            rows.append({"context": "shared" if ctx.shape[0] == 1 else model.config.class_names[c],
+                         "position": i + 1,
+                         "nearest": ", ".join(decode(int(t)) for t in ids[i]),
+                         "distance": round(float(values[i, 0]), 4)})
+    return pd.DataFrame(rows)
+
+
+def _token_decoder(tower: Any):
+    """id -> readable token for open_clip's HF and OpenAI (BPE) tokenizers."""
+    inner = getattr(tower.tokenizer, "tokenizer", None)
+    if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
+        return lambda i: inner.convert_ids_to_tokens(i)
+    decoder = getattr(tower.tokenizer, "decoder", None)
+    if decoder is not None:
+        return lambda i: decoder.get(i, f"<{i}>").replace("</w>", "")
+    return str
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameter counts (the prompts + head vs the CLIP encoders)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}

@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -281,6 +280,15 @@ def create_clip_agiqa(profile: str = "lite", config: ClipAgiqaConfig | None = No
     return model.to(device)
 
 
+def _saved_config(config: ClipAgiqaConfig) -> dict[str, Any]:
+    """The config as stored in a checkpoint; `feature_scale` only when it is not the released
+    1.0, so that default checkpoints keep the format earlier versions read."""
+    fields = asdict(config)
+    if fields["feature_scale"] == 1.0:
+        del fields["feature_scale"]
+    return fields
+
+
 def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
                     extra_metadata: dict[str, Any] | None = None) -> Path:
     """Save the trainable weights + everything `load_scorer` needs, as safetensors (atomic).
@@ -294,7 +302,7 @@ def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
         "profile": str(getattr(bundle, "profile", "")),
         "weights": str(getattr(bundle, "weights", "pretrained")),  # "random": a pipeline check
         "precision": str(model.config.frozen_precision),
-        "config": json.dumps(asdict(model.config)),
+        "config": json.dumps(_saved_config(model.config)),
         "clip_kwargs": json.dumps(getattr(model, "clip_kwargs", {})),
         "clip_model_id": str(getattr(bundle, "model_id", "")),
         "extra": json.dumps(extra_metadata or {}, default=str),
@@ -377,45 +385,3 @@ def load_scorer(checkpoint_path: str | os.PathLike, device: str = "cpu") -> Clip
     """The `agiqa score` entry point for checkpoints saved by notebook 02."""
     return ClipAgiqaScorer(load_checkpoint(checkpoint_path, device=device), device=device,
                            checkpoint=str(checkpoint_path))
-
-
-@torch.no_grad()
-def nearest_tokens(model: ClipAgiqa, k: int = 3) -> pd.DataFrame:
-    """The k vocabulary tokens nearest (Euclidean, as CoOp's interpret_prompt) to each learned
-    context vector: a rough reading of what the prompts encode (one row per vector)."""
-    if model.prompt_learner is None:
-        raise AgiqaError("the image-only control has no prompts to interpret")
-    tower = model.text_tower
-    vocab = (tower.model.text.config.vocab_size if getattr(tower, "kind", None) == "hf"
-             else tower.model.vocab_size)
-    table = tower.token_embedding(torch.arange(vocab, device=model.prompt_learner.ctx.device)).float()
-    ctx = model.prompt_learner.ctx.float()
-    ctx = ctx.unsqueeze(0) if ctx.dim() == 2 else ctx  # [n_cls or 1, n_ctx, W]
-    decode = _token_decoder(tower)
-    rows = []
-    for c, class_ctx in enumerate(ctx):
-        dist = torch.cdist(class_ctx, table)  # [n_ctx, vocab]
-        values, ids = dist.topk(k, largest=False)
-        for i in range(class_ctx.shape[0]):
-            rows.append({"context": "shared" if ctx.shape[0] == 1 else model.config.class_names[c],
-                         "position": i + 1,
-                         "nearest": ", ".join(decode(int(t)) for t in ids[i]),
-                         "distance": round(float(values[i, 0]), 4)})
-    return pd.DataFrame(rows)
-
-
-def _token_decoder(tower: Any):
-    """id -> readable token for open_clip's HF and OpenAI (BPE) tokenizers."""
-    inner = getattr(tower.tokenizer, "tokenizer", None)
-    if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
-        return lambda i: inner.convert_ids_to_tokens(i)
-    decoder = getattr(tower.tokenizer, "decoder", None)
-    if decoder is not None:
-        return lambda i: decoder.get(i, f"<{i}>").replace("</w>", "")
-    return str
-
-
-def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable and frozen parameter counts (the prompts + head vs the CLIP encoders)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}

@@ -153,8 +153,11 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     kind = getattr(batches, "kind", "cached")  # a cached run's state is not a fresh run's
+    scale = getattr(getattr(model, "config", None), "feature_scale", 1.0)  # nor another scale's
     fingerprint = hashlib.sha256(json.dumps([asdict(config), sorted(eval_sets)]
-                                            + ([] if kind == "cached" else [kind])).encode())
+                                            + ([] if kind == "cached" else [kind])
+                                            + ([] if scale == 1.0 else [f"scale={scale}"])
+                                            ).encode())
     state = TrainingState(model, optimizer, fingerprint=fingerprint.hexdigest()[:16])
     if checkpoint_path:
         state.restore(checkpoint_path)
