@@ -86,13 +86,18 @@ def assert_same_store(single: Path, launched: Path) -> None:
         assert (single / name).read_bytes() == (launched / name).read_bytes(), name
 
 
+def extract_single_process(args: list[str], cache: Path, monkeypatch, capsys) -> None:
+    """`agiqa <args>` in this process, into the cache folder `cache` (the reference)."""
+    monkeypatch.setenv("AGIQA_CACHE_DIR", str(cache))
+    assert main(args) == 0
+    capsys.readouterr()
+
+
 def test_launched_extraction_equals_single_process(images, tmp_path, monkeypatch, capsys):
     args = ["extract", "folder", "--root", str(images), "--profile", "tiny", "--views", "test,1",
             "--shard-size", str(SHARD), "--batch-size", "3"]
     single = tmp_path / "single"
-    monkeypatch.setenv("AGIQA_CACHE_DIR", str(single))
-    assert main(args) == 0
-    capsys.readouterr()
+    extract_single_process(args, single, monkeypatch, capsys)
     launched = tmp_path / "launched"
     out = launch(args, launched).stdout
     lines = [line for line in out.splitlines() if line.startswith("clip ")]
@@ -111,8 +116,7 @@ def test_killed_rank_keeps_its_shards_and_resume_recomputes_only_missing(images,
     args = ["extract", "folder", "--root", str(images), "--profile", "tiny", "--what", "iqa",
             "--shard-size", str(SHARD), "--batch-size", "2"]
     single = tmp_path / "single"
-    monkeypatch.setenv("AGIQA_CACHE_DIR", str(single))
-    assert main(args) == 0
+    extract_single_process(args, single, monkeypatch, capsys)
     launched = tmp_path / "launched"
     # rank 1 dies right after recording its first shard (shard 1); rank 0 is stopped with it
     crashed = launch(["crash-after-first-shard", *args], launched, script=__file__, check=False)
@@ -136,9 +140,7 @@ def test_launched_semantic_extraction_with_accelerate_equals_single_process(imag
     args = ["semantic", "extract", "folder", "--root", str(images), "--profile", "tiny",
             "--shard-size", str(SHARD), "--batch-size", "3"]
     single = tmp_path / "single"
-    monkeypatch.setenv("AGIQA_CACHE_DIR", str(single))
-    assert main(args) == 0
-    capsys.readouterr()
+    extract_single_process(args, single, monkeypatch, capsys)
     launched = tmp_path / "launched"
     out = launch([*args, "--device", "cpu"], launched, launcher="accelerate").stdout
     assert out.count("semantic vectors (14, 2,") == 1 and "2 processes" in out, out

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from agiqa_lib.core import distributed
-from agiqa_lib.core.io import atomic_folder
 
 TINY_VLM_VERSION = "llava-tiny-v1"
 
@@ -46,15 +45,11 @@ def build_tiny_vlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     ~150k parameters: CLIP vision tower 32 px / patch 8 (16 image tokens), 2-layer LLaMA of
     width 64, a ~300-token byte-level BPE tokenizer. Deterministic for a given `seed`.
     """
-    out_dir = Path(out_dir)
-    # in a launched run transformers writes weights on rank 0 only: rank 0 builds, others wait
-    with distributed.main_process_first() as main:
-        if main and not (out_dir / "config.json").is_file():
-            _write_tiny_vlm(out_dir, seed)
-    return out_dir
+    return distributed.write_model_folder_once(out_dir,
+                                               lambda folder: _write_tiny_vlm(folder, seed))
 
 
-def _write_tiny_vlm(out_dir: Path, seed: int) -> None:
+def _write_tiny_vlm(folder: Path, seed: int) -> None:
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     processor = _tiny_processor()
@@ -69,9 +64,8 @@ def _write_tiny_vlm(out_dir: Path, seed: int) -> None:
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
-    with atomic_folder(out_dir) as tmp:  # a concurrent builder's copy wins
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def _tiny_processor():

@@ -39,7 +39,8 @@ import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from torch import nn
 
 from agiqa_lib.core.config import resolve_device
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -331,3 +333,19 @@ def main_process_first(group: ProcessGroup | None = None) -> Iterator[bool]:
     group = group or current()
     yield group.is_main
     group.barrier()
+
+
+def write_model_folder_once(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """`folder` holding a model saved by `write(staging)` (with `save_pretrained`), built once.
+
+    Reused when it has a config.json. Otherwise rank 0 writes it into a staging folder that is
+    renamed into place (`io.atomic_folder`) while the other processes of a launched run wait:
+    transformers' `save_pretrained` writes weights on rank 0 only, so a folder written by
+    another rank would lack them.
+    """
+    folder = Path(folder)
+    with main_process_first() as main:
+        if main and not (folder / "config.json").is_file():
+            with atomic_folder(folder) as staging:  # a concurrent builder's copy wins
+                write(staging)
+    return folder

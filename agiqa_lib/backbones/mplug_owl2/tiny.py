@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from agiqa_lib.core import distributed
-from agiqa_lib.core.io import atomic_folder
 
 TINY_VERSION = "mplug-owl2-tiny-v1"
 IMAGE_SIZE = 28
@@ -60,15 +59,10 @@ def build_tiny_mplug_owl2(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
     Returns `out_dir`; an existing folder with a config.json is reused. Deterministic in `seed`.
     """
-    out_dir = Path(out_dir)
-    # in a launched run transformers writes weights on rank 0 only: rank 0 builds, others wait
-    with distributed.main_process_first() as main:
-        if main and not (out_dir / "config.json").is_file():
-            _write_tiny(out_dir, seed)
-    return out_dir
+    return distributed.write_model_folder_once(out_dir, lambda folder: _write_tiny(folder, seed))
 
 
-def _write_tiny(out_dir: Path, seed: int) -> None:
+def _write_tiny(folder: Path, seed: int) -> None:
     from agiqa_lib.backbones.mplug_owl2.model import MPLUGOwl2ForCausalLM
     from agiqa_lib.backbones.mplug_owl2.processing import MPLUGOwl2Processor
 
@@ -77,9 +71,8 @@ def _write_tiny(out_dir: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = MPLUGOwl2ForCausalLM(tiny_config(len(tok), tok.bos_token_id, tok.eos_token_id))
     _separate_branches(model, seed)
-    with atomic_folder(out_dir) as tmp:  # a concurrent builder's copy wins
-        model.eval().save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def _separate_branches(model, seed: int) -> None:
