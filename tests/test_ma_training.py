@@ -120,6 +120,44 @@ def test_scheduler_steps_every_iteration_and_resume_matches(tmp_path):
     assert whole.best_epoch == int(whole.history["epoch"][score.idxmax()])
 
 
+@pytest.mark.parametrize("mode", ["off", "text", "summary"])
+def test_training_batch_order_is_the_seeded_loader_order_in_every_progress_mode(
+        mode, monkeypatch):
+    """Each epoch draws its batches from one DataLoader seeded with seed * 1000 + epoch, and
+    nothing else draws from that generator. (Until 4277694 the loop wrapped the loader in
+    `tqdm.auto`, whose asyncio class calls `iter(loader)` in its constructor: one discarded
+    iterator took a base seed from the generator first and shifted every epoch's order.)"""
+    from agiqa_lib.ma_agiqa.data import MAItems
+
+    monkeypatch.setenv("AGIQA_PROGRESS", mode)
+    data = _synthetic()
+    cfg = train_config("tiny", epochs=2, lr=1e-3)
+    drawn: list[int] = []
+    original = MAItems.__getitem__
+
+    def recording(self, i):
+        if self.augmentation is not None:  # training items only
+            drawn.append(int(i))
+        return original(self, i)
+
+    monkeypatch.setattr(MAItems, "__getitem__", recording)
+    train_run(new_model(data, "released_gate", 0), data, cfg, progress=mode != "off")
+    n = len(data.rows("train"))
+    expected = []
+    for epoch in range(cfg.epochs):
+        loader = torch.utils.data.DataLoader(
+            range(n), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+            generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        expected += [int(i) for batch in loader for i in batch]
+    assert drawn == expected
+    # the order before 4277694: the same generator after one more base-seed draw
+    g = torch.Generator().manual_seed(cfg.seed * 1000)
+    torch.empty((), dtype=torch.int64).random_(generator=g)
+    torch.empty((), dtype=torch.int64).random_(generator=g)
+    assert drawn[:n // cfg.batch_size * cfg.batch_size] != torch.randperm(n, generator=g)[
+        :n // cfg.batch_size * cfg.batch_size].tolist()
+
+
 def test_run_metrics_predictions_and_result_records(tmp_path):
     data = _synthetic()
     run = train_run(new_model(data, "softmax_gate", 1), data, train_config("tiny", epochs=1),
