@@ -166,6 +166,24 @@ def test_selection_rules_without_and_with_a_val_part():
         fit_selection_rules(standin_model, feats, mos, split, cfg, rules=("best_on_train",))
 
 
+@pytest.mark.slow
+def test_selection_runs_side_by_side_equal_the_runs_one_after_another():
+    """The two runs of a split without val parts (train; train minus val) in two one-thread
+    workers give what one-thread runs here give: histories, predictions, chosen weights."""
+    feats, mos = _synthetic(120)
+    split = pd.Series(["train"] * 90 + ["test"] * 30)
+    cfg = TrainConfig(epochs=3, lr=0.05, batch_size=16)
+    alone = fit_selection_rules(standin_model, feats, mos, split, cfg, progress=False)
+    apart = fit_selection_rules(standin_model, feats, mos, split, cfg, progress=False,
+                                parallel_runs=2, cores=2)
+    for name in alone.histories:
+        pd.testing.assert_frame_equal(apart.histories[name], alone.histories[name])
+    for rule in SELECTION_RULES:
+        np.testing.assert_array_equal(apart.predictions[rule], alone.predictions[rule])
+        assert apart.best_epochs[rule] == alone.best_epochs[rule]
+        assert all(torch.equal(apart.states[rule][k], v) for k, v in alone.states[rule].items())
+
+
 def test_carved_validation_is_seeded_and_disjoint():
     train = np.arange(100, 200)
     fit, val = carve_validation(train, 0.1, seed=3)

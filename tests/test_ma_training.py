@@ -14,6 +14,7 @@ from agiqa_lib.evaluation.results import ResultRecord, add_records, read_records
 from agiqa_lib.ma_agiqa.config import MAStudyConfig, train_config
 from agiqa_lib.ma_agiqa.data import PreparedData, augment
 from agiqa_lib.ma_agiqa.model import MAAGIQA, load_model, ma_agiqa_config, save_checkpoint
+from agiqa_lib.ma_agiqa import study
 from agiqa_lib.ma_agiqa.study import evaluate, records, seed_summary
 from agiqa_lib.ma_agiqa.train import as_released_test_indices, new_model, predict, train_run
 
@@ -244,3 +245,27 @@ def test_image_mode_matches_cached_token_mode(tmp_path):
     rows = np.arange(30)
     np.testing.assert_allclose(predict(model, images, rows, cfg)[0],
                                predict(model, cached, rows, cfg)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_equal_the_same_runs_one_after_another(tmp_path):
+    """Two workers of one thread each give every run's history, predictions and weights
+    exactly as one-thread runs in this process (the `one_torch_thread` fixture)."""
+    data = _synthetic()
+    cfg = MAStudyConfig(dataset="synthetic", profile="tiny", variants=("maniqa", "released_gate"),
+                        seeds=(20, 21), epochs=2, threads=2, progress=False,
+                        out_dir=str(tmp_path / "side"), results_path=str(tmp_path / "s.jsonl"))
+    apart = study.run(cfg, data)
+    alone = study.run(cfg.replace(parallel_runs=1, out_dir=str(tmp_path / "alone"),
+                                  results_path=str(tmp_path / "a.jsonl")), data)
+    assert [(r.variant, r.seed) for r in apart.runs] == [
+        ("maniqa", 20), ("released_gate", 20), ("maniqa", 21), ("released_gate", 21)]
+    for a, b in zip(apart.runs, alone.runs):
+        pd.testing.assert_frame_equal(a.history, b.history)
+        pd.testing.assert_frame_equal(a.predictions, b.predictions)
+        assert a.best_epoch == b.best_epoch
+        wa, wb = a.model.state_dict(), b.model.state_dict()
+        assert all(torch.equal(wa[k], wb[k]) for k in wb)
+    side = read_records(tmp_path / "s.jsonl")
+    assert [(r.variant, r.seed, r.srcc) for r in side] == [
+        (r.variant, r.seed, r.srcc) for r in read_records(tmp_path / "a.jsonl")]

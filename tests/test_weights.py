@@ -87,3 +87,25 @@ def test_fingerprint_follows_the_weights(tmp_path):
     first = weights.fingerprint_files([path])
     path.write_bytes(b"abd")
     assert weights.fingerprint_files([path]) != first
+
+
+def test_lite0_runs_in_channels_last_with_the_contiguous_outputs():
+    """The Lite0 builders put the conv weights in channels_last (the fast oneDNN path on a CPU);
+    the outputs equal those of the contiguous model to float32 rounding, and the fingerprint
+    (the cache keys' model identity) does not see the layout."""
+    import copy
+
+    from agiqa_lib.backbones.clip import create_clip
+    from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
+
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    for model in (weights.create_lite0(num_classes=0).eval(), create_clip("lite").model.visual,
+                  create_iqa_backbone("lite")):
+        convs = [p for p in model.parameters() if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+        plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        assert weights.fingerprint_module(plain) == weights.fingerprint_module(model)
+        with torch.inference_mode():
+            expected, actual = plain(x), model(x)
+        scale = expected.abs().max()
+        assert (actual - expected).abs().max() <= 1e-5 * scale

@@ -60,6 +60,7 @@ from .weights import (
     DOWNLOAD_ERRORS,
     LITE0_ARCH,
     RANDOM_SEED,
+    channels_last,
     fingerprint_files,
     fingerprint_module,
     load_lite0_weights,
@@ -315,6 +316,7 @@ def _create_lite() -> tuple[nn.Module, Callable, str]:
                                            hf_proj_type="linear", context_length=CONTEXT_LENGTH),
         )
     load_lite0_weights(model.visual.trunk)
+    channels_last(model.visual.trunk)
     _set_preprocess(model, size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     tokenizer = open_clip.tokenizer.HFTokenizer(text_dir, context_length=CONTEXT_LENGTH)
     return model, tokenizer, f"lite:effnet-lite0+minilm-l6:{fingerprint_module(model)}"

@@ -107,7 +107,18 @@ def create_lite0(pretrained: bool = True, **timm_kwargs: Any) -> nn.Module:
     model = timm.create_model(LITE0_ARCH, pretrained=False, **timm_kwargs)
     if pretrained:
         load_lite0_weights(model)
-    return model
+    return channels_last(model)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """The conv weights of `model` in channels_last memory format (in place; returns it).
+
+    oneDNN then runs Lite0's convolutions without converting every layer's input and output
+    between layouts: about 1.5x faster on a CPU (`benchmarks/bench_layout.py`).
+    The outputs are the same up to float32 rounding (a few 1e-6 of their scale, like a change
+    of thread count), so the layout is not part of any cache key.
+    """
+    return model.to(memory_format=torch.channels_last)
 
 
 def load_lite0_weights(model: nn.Module) -> None:

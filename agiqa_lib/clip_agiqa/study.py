@@ -120,7 +120,8 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
                       f"_{cfg.protocol}{cfg.scale_tag}_seed{cfg.seed}_{digest}")
     run = fit_selection_rules(make_model, data.features, data.mos, data.split, train_config,
                               val_fraction=cfg.val_fraction, checkpoint_dir=checkpoint_dir,
-                              progress=cfg.progress, fresh=fresh)
+                              progress=cfg.progress, fresh=fresh,
+                              parallel_runs=cfg.parallel_runs, cores=cfg.threads)
     model = make_model()
     model.load_trainable_state_dict(run.states["last"])
     return run, model.eval()

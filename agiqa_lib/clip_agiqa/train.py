@@ -39,12 +39,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 import torch
 from scipy import stats
 from torch import nn
 
 from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches, ImageBatches
-from agiqa_lib.core import distributed
+from agiqa_lib.core import distributed, side_by_side
 from agiqa_lib.core.distributed import DataParallel
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.progress import progress_bar
@@ -191,6 +192,16 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     return TrainResult(pd.DataFrame(state.history), states, state.best_epochs())
 
 
+def _train_detached(*args: Any) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, int]]:
+    """`train_clip_agiqa` in a worker process: history, each rule's trainable weights as
+    safetensors bytes, best epochs (no shared-memory handle per tensor travels back)."""
+    result = train_clip_agiqa(*args)
+    states = {rule: safetensors.torch.save({k: v.detach().cpu().contiguous()
+                                            for k, v in state.items()})
+              for rule, state in result.states.items()}
+    return result.history, states, result.best_epochs
+
+
 def _train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
                      epoch: int, seed: int) -> float:
     torch.manual_seed(seed * 100_003 + epoch)  # dropout masks: reproducible on resume
@@ -283,7 +294,8 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
                         mos: Sequence[float], split: pd.Series, config: TrainConfig | None = None,
                         rules: Sequence[str] = SELECTION_RULES, val_fraction: float = 0.1,
                         checkpoint_dir: str | os.PathLike | None = None,
-                        progress: bool = True, fresh: FreshViews | None = None) -> SelectionRun:
+                        progress: bool = True, fresh: FreshViews | None = None,
+                        parallel_runs: int = 1, cores: int | None = None) -> SelectionRun:
     """Train and predict the test rows under each selection rule.
 
     Training batches come from the cached augmented views of `features`, or with `fresh`
@@ -291,7 +303,9 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
     the cached test view. A split with its own "val" rows needs one run. Without one (e.g.
     `clip_agiqa`), one run on all train rows gives `best_on_test` and `last`, and a second run
     on train minus a carved val part (`val_fraction`, seeded) gives `best_on_val`.
-    `make_model` builds a fresh model.
+    `make_model` builds a fresh model. With cached views the two runs may train side by side
+    (`parallel_runs`, `cores`: see `core.side_by_side`); each equals the run trained alone
+    with the worker's threads.
     """
     config = config or TrainConfig()
     unknown = sorted(set(rules) - set(SELECTION_RULES))
@@ -311,10 +325,10 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
         if "best_on_val" in rules:
             fit_rows, val_rows = carve_validation(train, val_fraction, config.seed)
             runs["train_minus_val"] = (fit_rows, {"val": val_rows, "test": test})
-    out = SelectionRun({}, {}, {}, {})
+    jobs, models, eval_parts = [], {}, {}
     for run_name, (fit_rows, eval_rows) in runs.items():
         torch.manual_seed(config.seed)  # context and head initialisation
-        model = make_model()
+        model = models[run_name] = make_model()
         if fresh is not None:
             batches = ImageBatches([fresh.paths[r] for r in fit_rows], mos[fit_rows],
                                    fresh.transform, fresh.encode, config.batch_size,
@@ -322,16 +336,27 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
         else:
             batches = CachedFeatureBatches(features.training_views(fit_rows), mos[fit_rows],
                                            config.batch_size, config.seed)
-        eval_sets = {name: EvalSet(features.test[torch.as_tensor(rows)], mos[rows])
-                     for name, rows in eval_rows.items()}
+        eval_sets = eval_parts[run_name] = {
+            name: EvalSet(features.test[torch.as_tensor(rows)], mos[rows])
+            for name, rows in eval_rows.items()}
         ckpt = Path(checkpoint_dir) / f"{run_name}.safetensors" if checkpoint_dir else None
         desc = f"train {'CLIP-AGIQA' if getattr(model, 'prompt_learner', None) else 'image-only'} ({run_name})"
-        result = train_clip_agiqa(model, batches, eval_sets, config, ckpt, progress, desc)
-        out.histories[run_name] = result.history
+        jobs.append((model, batches, eval_sets, config, ckpt, progress, desc))
+    # cached views: the runs are independent and may train side by side (fresh views read
+    # images through the encoder of this process, so they run here)
+    processes = 1 if fresh is not None else side_by_side.worker_count(
+        parallel_runs, len(jobs), _device_of(jobs[0][0]), cores)
+    results = side_by_side.run_side_by_side(_train_detached, jobs, processes, cores=cores,
+                                            desc="CLIP-AGIQA runs", progress=progress)
+    out = SelectionRun({}, {}, {}, {})
+    for run_name, (history, states, best_epochs) in zip(runs, results):
+        model, eval_sets = models[run_name], eval_parts[run_name]
+        out.histories[run_name] = history
         for rule in rules:
-            if rule in result.states and rule not in out.predictions:
-                model.load_trainable_state_dict(result.states[rule])
+            if rule in states and rule not in out.predictions:
+                state = safetensors.torch.load(states[rule])
+                model.load_trainable_state_dict(state)
                 out.predictions[rule] = predict_rows(model, eval_sets["test"].features)
-                out.best_epochs[rule] = result.best_epochs[rule]
-                out.states[rule] = result.states[rule]
+                out.best_epochs[rule] = best_epochs[rule]
+                out.states[rule] = state
     return out

@@ -106,6 +106,10 @@ class StudyConfig:
     fast: bool = option(False, "smoke-test settings (tiny data and schedules)")
     n_boot: int = option(1000, "bootstrap resamples for the confidence intervals")
     threads: int | None = option(None, "torch CPU threads (default: torch's own choice)")
+    parallel_runs: int = option(0, "independent training runs (variants, seeds) side by side "
+                                   "in N worker processes, each with threads // N threads "
+                                   "(same results as one such run alone); 0 = auto: one per "
+                                   "CPU core on a CPU, 1 on a GPU; 1 = one after another")
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
@@ -120,6 +124,9 @@ class StudyConfig:
                              "random.")
         if not DEVICE_PATTERN.match(str(self.device)):
             raise AgiqaError(f"device {self.device!r} is not one of: {DEVICE_HELP}.")
+        if self.parallel_runs < 0:
+            raise AgiqaError(f"parallel_runs must be 0 (auto) or a number of processes, got "
+                             f"{self.parallel_runs}.")
         if self.n_boot < 1:
             raise AgiqaError(f"n_boot must be a positive number of resamples, got {self.n_boot}.")
 

@@ -7,7 +7,9 @@
    chosen as corrected (default) or as released (`cfg.val_selection`).
 3. `evaluate(runs)`: one table row per variant x seed x evaluation; `records(run, data, cfg)`
    one `ResultRecord` per evaluation (predictions saved); `seed_summary` over seeds.
-`run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
+`run(cfg)` chains them (the CLI); the notebook calls the steps one by one. On a CPU, `run`
+trains the independent runs side by side in worker processes (`cfg.parallel_runs`, see
+`core.side_by_side`): each run's result equals that run alone with the worker's threads.
 
 In a launched run (`accelerate launch` / `torchrun -m agiqa_lib.cli train-ma`, see
 `core.distributed`) every rank runs `run`: the token and semantic caches are filled together,
@@ -18,19 +20,21 @@ checkpoint (`save_scorer_checkpoint` is collective).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 from scipy import stats
 
-from agiqa_lib.core import distributed
+from agiqa_lib.core import distributed, side_by_side
 
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.data import PreparedData, prepare_data
-from agiqa_lib.ma_agiqa.model import save_checkpoint
+from agiqa_lib.ma_agiqa.model import MAAGIQA, save_checkpoint
 from agiqa_lib.ma_agiqa.train import RunResult, new_model, train_run
 
 
@@ -136,18 +140,43 @@ class StudyResult:
 
 
 def run(cfg: MAStudyConfig, data: PreparedData | None = None) -> StudyResult:
-    """Train every variant for every seed, add the records to the results file, tabulate."""
+    """Train every variant for every seed (side by side on a CPU, `cfg.parallel_runs`), add
+    the records to the results file in the order of seeds x variants, tabulate."""
     data = data if data is not None else prepare(cfg)
-    runs = []
-    for seed in cfg.seeds:
-        for variant in cfg.variants:
-            result = train(data, cfg, variant, seed)
-            runs.append(result)
-            if cfg.results_path is not None:
-                with distributed.main_process_first() as main:  # launched: rank 0 writes
-                    if main:
-                        add_records(records(result, data, cfg), cfg.results_path)
+    jobs = [(variant, seed) for seed in cfg.seeds for variant in cfg.variants]
+    processes = side_by_side.worker_count(cfg.parallel_runs, len(jobs), cfg.torch_device,
+                                          cfg.threads)
+    if processes > 1:
+        detached = side_by_side.run_side_by_side(
+            _train_detached, jobs, processes, shared=(data, cfg), cores=cfg.threads,
+            desc="MA-AGIQA runs", progress=cfg.progress)
+        runs = [_attach(result, weights, data, cfg) for result, weights in detached]
+    else:
+        runs = [train(data, cfg, variant, seed) for variant, seed in jobs]
+    for result in runs:
+        if cfg.results_path is not None:
+            with distributed.main_process_first() as main:  # launched: rank 0 writes
+                if main:
+                    add_records(records(result, data, cfg), cfg.results_path)
     return StudyResult(data, runs, evaluate(runs))
+
+
+def _train_detached(data: PreparedData, cfg: MAStudyConfig, variant: str, seed: int
+                    ) -> tuple[RunResult, bytes]:
+    """`train` in a worker process: the result without its model, and the model's weights
+    (safetensors bytes: no shared-memory handle per tensor travels back)."""
+    result = train(data, cfg, variant, seed)
+    return dataclasses.replace(result, model=None), safetensors.torch.save(
+        {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()})
+
+
+def _attach(result: RunResult, weights: bytes, data: PreparedData,
+            cfg: MAStudyConfig) -> RunResult:
+    """A worker's result with its trained model rebuilt here."""
+    model: MAAGIQA = new_model(data, result.variant, result.seed,
+                               clean_tablock=cfg.clean_tablock)
+    model.load_state_dict(safetensors.torch.load(weights))
+    return dataclasses.replace(result, model=model.eval())
 
 
 def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,

@@ -1,0 +1,35 @@
+"""Independent runs side by side (core.side_by_side): how many workers, threads per worker,
+results in the order asked for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agiqa_lib.core import side_by_side
+from agiqa_lib.core.errors import AgiqaError
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_worker_count_auto_manual_gpu_and_launched(monkeypatch):
+    assert side_by_side.worker_count(0, 6, CPU, cores=2) == 2
+    assert side_by_side.worker_count(0, 1, CPU, cores=2) == 1      # one run: in this process
+    assert side_by_side.worker_count(0, 6, CPU, cores=16) == 6     # at most one per run
+    assert side_by_side.worker_count(0, 6, CUDA, cores=16) == 1    # one device: one at a time
+    assert side_by_side.worker_count(1, 6, CPU, cores=2) == 1
+    assert side_by_side.worker_count(3, 6, CUDA, cores=2) == 3     # asked for: obeyed
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert side_by_side.worker_count(0, 6, CPU, cores=2) == 1      # launched: already parallel
+    with pytest.raises(AgiqaError, match="parallel_runs"):
+        side_by_side.worker_count(-1, 6, CPU)
+
+
+def test_jobs_run_in_workers_with_their_share_of_threads_in_order():
+    threads = side_by_side.run_side_by_side(torch.get_num_threads, [(), ()], processes=2,
+                                            cores=4, progress=False)
+    assert threads == [2, 2]
+    # shared inputs reach every worker once, before the job's own arguments
+    assert side_by_side.run_side_by_side(pow, [(2,), (3,), (1,)], processes=2, shared=(10,),
+                                         progress=False) == [100, 1000, 10]
+    assert side_by_side.run_side_by_side(pow, [(2,)], processes=2, shared=(10,)) == [100]
