@@ -33,3 +33,15 @@ def test_jobs_run_in_workers_with_their_share_of_threads_in_order():
     assert side_by_side.run_side_by_side(pow, [(2,), (3,), (1,)], processes=2, shared=(10,),
                                          progress=False) == [100, 1000, 10]
     assert side_by_side.run_side_by_side(pow, [(2,)], processes=2, shared=(10,)) == [100]
+
+
+def test_study_configs_default_to_auto_and_smoke_runs_to_one_process():
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+    from agiqa_lib.ma_agiqa.config import MAStudyConfig
+
+    for cls in (ClipStudyConfig, MAStudyConfig):
+        assert cls().parallel_runs == 0
+        assert cls(fast=True).parallel_runs == 1          # worker start-up would dominate
+        assert cls(fast=True, parallel_runs=2).parallel_runs == 2
+        with pytest.raises(AgiqaError, match="parallel_runs"):
+            cls(parallel_runs=-1)
