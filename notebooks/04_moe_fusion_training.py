@@ -157,7 +157,8 @@ viz.save_figure(fig, "04_lr_schedule", cfg.out_dir);
 # The runs are independent, so on a CPU they train side by side, one worker process per
 # core (`parallel_runs`): these small steps do not get faster with a second thread, but two
 # processes take two steps in the time of one. Each run's numbers equal those of the same
-# run trained alone on one thread.
+# run trained alone on one thread. The bar below counts finished runs; each worker's
+# per-epoch progress goes to the log of the process that started Jupyter (or papermill).
 
 # %%
 result = study.run(cfg, data)
