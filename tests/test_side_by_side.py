@@ -43,5 +43,7 @@ def test_study_configs_default_to_auto_and_smoke_runs_to_one_process():
         assert cls().parallel_runs == 0
         assert cls(fast=True).parallel_runs == 1          # worker start-up would dominate
         assert cls(fast=True, parallel_runs=2).parallel_runs == 2
+        assert cls(profile="full").parallel_runs == 1     # a ViT-B/8 fine-tune per worker
+        assert cls(profile="full", parallel_runs=2).parallel_runs == 2
         with pytest.raises(AgiqaError, match="parallel_runs"):
             cls(parallel_runs=-1)

@@ -39,7 +39,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import safetensors.torch
 import torch
 from scipy import stats
 from torch import nn
@@ -48,6 +47,7 @@ from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches, ImageBatches
 from agiqa_lib.core import distributed, side_by_side
 from agiqa_lib.core.distributed import DataParallel
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.io import tensors_from_bytes, tensors_to_bytes
 from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.core.training import TrainingState
 
@@ -196,9 +196,7 @@ def _train_detached(*args: Any) -> tuple[pd.DataFrame, dict[str, bytes], dict[st
     """`train_clip_agiqa` in a worker process: history, each rule's trainable weights as
     safetensors bytes, best epochs (no shared-memory handle per tensor travels back)."""
     result = train_clip_agiqa(*args)
-    states = {rule: safetensors.torch.save({k: v.detach().cpu().contiguous()
-                                            for k, v in state.items()})
-              for rule, state in result.states.items()}
+    states = {rule: tensors_to_bytes(state) for rule, state in result.states.items()}
     return result.history, states, result.best_epochs
 
 
@@ -354,7 +352,7 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
         out.histories[run_name] = history
         for rule in rules:
             if rule in states and rule not in out.predictions:
-                state = safetensors.torch.load(states[rule])
+                state = tensors_from_bytes(states[rule])
                 model.load_trainable_state_dict(state)
                 out.predictions[rule] = predict_rows(model, eval_sets["test"].features)
                 out.best_epochs[rule] = best_epochs[rule]

@@ -127,8 +127,9 @@ class StudyConfig:
         if self.parallel_runs < 0:
             raise AgiqaError(f"parallel_runs must be 0 (auto) or a number of processes, got "
                              f"{self.parallel_runs}.")
-        if self.fast and self.parallel_runs == 0:
-            # smoke runs last seconds: starting workers (imports, ~5 s each) would cost more
+        if self.parallel_runs == 0 and (self.fast or self.profile == "full"):
+            # smoke runs last seconds: starting workers (imports, ~5 s each) would cost more;
+            # a full run fine-tunes a ViT-B/8 (about 10 GiB on a CPU): one at a time
             object.__setattr__(self, "parallel_runs", 1)
         if self.n_boot < 1:
             raise AgiqaError(f"n_boot must be a positive number of resamples, got {self.n_boot}.")

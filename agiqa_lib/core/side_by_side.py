@@ -9,8 +9,9 @@ for. A run's result depends only on its own seeds and on its thread count (float
 reordered across threads), so it equals the same run done alone with that many threads.
 
 `parallel_runs` (a study setting) picks the number of workers: 0 = auto (on a CPU one per
-usable core, at most one per run; on a GPU 1, since the runs would share one device), 1 = one
-run after another in this process. A launched (multi-process) study always runs one after
+usable core, at most one per run; on a GPU 1, since the runs would share one device; the
+study configs resolve auto to 1 for `full` and for smoke runs), 1 = one run after another in
+this process. A launched (multi-process) study always runs one after
 another: its processes are already busy with one run together.
 """
 

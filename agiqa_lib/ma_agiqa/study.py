@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import safetensors.torch
 from scipy import stats
 
 from agiqa_lib.core import distributed, side_by_side
+from agiqa_lib.core.io import tensors_from_bytes, tensors_to_bytes
 
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
@@ -166,8 +166,7 @@ def _train_detached(data: PreparedData, cfg: MAStudyConfig, variant: str, seed: 
     """`train` in a worker process: the result without its model, and the model's weights
     (safetensors bytes: no shared-memory handle per tensor travels back)."""
     result = train(data, cfg, variant, seed)
-    return dataclasses.replace(result, model=None), safetensors.torch.save(
-        {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()})
+    return dataclasses.replace(result, model=None), tensors_to_bytes(result.model.state_dict())
 
 
 def _attach(result: RunResult, weights: bytes, data: PreparedData,
@@ -175,7 +174,7 @@ def _attach(result: RunResult, weights: bytes, data: PreparedData,
     """A worker's result with its trained model rebuilt here."""
     model: MAAGIQA = new_model(data, result.variant, result.seed,
                                clean_tablock=cfg.clean_tablock)
-    model.load_state_dict(safetensors.torch.load(weights))
+    model.load_state_dict(tensors_from_bytes(weights))
     return dataclasses.replace(result, model=model.eval())
 
 
