@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from agiqa_lib.core.folding import fold_batchnorm
 from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey, FeatureStore
 from agiqa_lib.core.content_key import file_list_hash
@@ -238,7 +239,8 @@ def clip_view(bundle, dataset: str, view: str = "test", seed: int = 0) -> Featur
     """CLIP `encode_image` features (not normalised) of one view of `bundle` (a ClipBundle).
 
     View "test" uses `preprocess_val`; "aug<k>" uses `preprocess_train`, seeded per image from
-    (seed, view, index).
+    (seed, view, index). The features come from the image tower with its batch norms folded
+    (`core.folding`; `encode_image` is the tower's output when not normalised).
     """
     (view,) = parse_views([view])
     test = view == "test"
@@ -246,16 +248,17 @@ def clip_view(bundle, dataset: str, view: str = "test", seed: int = 0) -> Featur
     key = CacheKey(dataset=dataset, model_id=f"{bundle.model_id}/encode_image",
                    profile=bundle.profile, transform=describe_transform(transform), view=view,
                    seed=None if test else seed)
-    model, dtype = bundle.model, bundle.dtype
-    return FeatureSpec(key, lambda x: model.encode_image(x.to(dtype)), transform)
+    visual, dtype = fold_batchnorm(bundle.model.visual), bundle.dtype
+    return FeatureSpec(key, lambda x: visual(x.to(dtype)), transform)
 
 
 def backbone_view(backbone: torch.nn.Module, dataset: str, profile: str) -> FeatureSpec:
-    """Frozen IQA-backbone tokens [C, 784] per image (`backbone.transform(False)`)."""
+    """Frozen IQA-backbone tokens [C, 784] per image (`backbone.transform(False)`), computed by
+    a copy with its batch norms folded (`core.folding`)."""
     transform = backbone.transform(False)
     key = CacheKey(dataset=dataset, model_id=backbone.model_id, profile=profile,
                    transform=describe_transform(transform))
-    return FeatureSpec(key, backbone, transform)
+    return FeatureSpec(key, fold_batchnorm(backbone), transform)
 
 
 def clip_image_features(df: pd.DataFrame, bundle, dataset: str, views: Sequence[str] = ("test",),
