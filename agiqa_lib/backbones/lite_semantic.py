@@ -158,8 +158,8 @@ def load_lite_encoder(image_placement: str = "after_text", device: str = "cpu",
     """Assemble the lite stand-in from the packaged Lite0 and MiniLM weights (offline)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from agiqa_lib.core.folding import fold_batchnorm
     from agiqa_lib.backbones.weights import create_lite0, minilm_path
+    from agiqa_lib.core.folding import fold_batchnorm
 
     # pooled 1280-d features; frozen, so its batch norms are folded (same output, 1.5x faster)
     trunk = fold_batchnorm(create_lite0(pretrained=True, num_classes=0).eval())

@@ -32,11 +32,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from agiqa_lib.core.folding import fold_batchnorm
 from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey, FeatureStore
 from agiqa_lib.core.content_key import file_list_hash
 from agiqa_lib.core.errors import AgiqaError
+from agiqa_lib.core.folding import fold_batchnorm
 from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.progress import progress_bar
 

@@ -4,7 +4,7 @@ A frozen EfficientNet-Lite0 (the `lite` CLIP image tower, the IQA backbone, the 
 stand-in) normalises every convolution's output with fixed statistics. In eval mode that is an
 affine map per channel, so it can be folded into the convolution's weight and bias:
     scale = gamma / sqrt(running_var + eps),  W' = W * scale,  b' = (b - running_mean) * scale + beta.
-The batch-norm pass over every feature map then disappears: Lite0 runs about 1.4x faster on
+The batch-norm pass over every feature map then disappears: Lite0 runs 1.5-1.6x faster on
 a CPU (`benchmarks/bench_layout.py`), with outputs equal up to float32 rounding (a few 1e-6
 of their scale, like channels_last or a change of thread count), so folding is not part of
 any cache key. The folded copy is used only to compute features: the model the caller holds,
