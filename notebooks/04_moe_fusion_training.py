@@ -40,10 +40,11 @@
 # as-released subset (`as_released_drop_last`).
 #
 # **Profiles.** `full` fine-tunes the ViT end to end (GPU). `lite` (CPU) freezes an
-# EfficientNet-Lite0 backbone, caches its tokens, pools them to a 14 x 14 grid, and trains a
-# narrower MANIQA (widths 128 -> 64 -> 32) with lr 1e-4 for 10 epochs; its "MLLM" is a
-# stand-in built from a sentence encoder, not a language model. `lite` numbers test the
-# pipeline and the relative behaviour of the variants, not the paper's claims.
+# EfficientNet-Lite0 backbone, reads each image at its own side up to 512 px (AGIQA-3K's 512,
+# the demo's 256; `full` reads 224 as released), caches its tokens, pools them to a 14 x 14
+# grid, and trains a narrower MANIQA (widths 128 -> 64 -> 32) with lr 1e-4 for 10 epochs;
+# its "MLLM" is a stand-in built from a sentence encoder, not a language model. `lite` numbers
+# test the pipeline and the relative behaviour of the variants, not the paper's claims.
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these)
@@ -96,7 +97,8 @@ print(f"{cfg.dataset} / {cfg.profile} / {cfg.protocol}: variants {', '.join(cfg.
 
 # %%
 data = study.prepare(cfg)
-print(data.split.value_counts().to_dict(), "| timings (s):", {k: round(v, 1) for k, v in data.timings.items()})
+print(data.split.value_counts().to_dict(), f"| images read at {data.image_size} px | timings (s):",
+      {k: round(v, 1) for k, v in data.timings.items()})
 if data.mllm_is_stand_in:
     print("NOTE: semantic vectors come from the lite STAND-IN encoder, not an MLLM's judgement.")
 

@@ -482,7 +482,7 @@ def test_fingerprint_of_default_settings_is_unchanged():
     model = new_model(data, "released_gate", 0)
     cfg = train_config("tiny")
     old_model = {k: v for k, v in asdict(model.cfg).items()
-                 if k not in ("resize", "weights", "semantic_source")}
+                 if k not in ("resize", "weights", "semantic_source", "image_size")}
     old_recipe = {k: v for k, v in asdict(replace(cfg, epochs=0, device="", num_workers=0)).items()
                   if k not in ("val_selection", "max_steps_per_epoch")}
     text = json.dumps([json.dumps(old_model), old_recipe, data.dataset, data.protocol,
@@ -491,6 +491,8 @@ def test_fingerprint_of_default_settings_is_unchanged():
     assert _fingerprint(model, data, cfg) == hashlib.sha256(text.encode()).hexdigest()[:16]
     other = replace(cfg, val_selection="as_released")
     assert _fingerprint(model, data, other) != _fingerprint(model, data, cfg)
+    larger = new_model(replace(data, image_size=256), "released_gate", 0)
+    assert _fingerprint(larger, data, cfg) != _fingerprint(model, data, cfg)
 
 
 # ----------------------------------------------------------------------------- semantic source

@@ -13,7 +13,9 @@
 
 Each backbone brings MANIQA's released preprocessing in two resize variants
 (`transform(resize=...)`), both 224 x 224 with no crop, [0, 1] scaling and mean = std = 0.5
-(also Lite0's own normalisation):
+(also Lite0's own normalisation). `transform(size=...)` resizes to another square side; only the
+convolutional `lite` backbone accepts one (`check_image_size`), and its five maps still come
+out on the 28 x 28 grid (a 512 px input gives maps of 256 ... 16 px, averaged or upsampled):
 
 - ``released_cv2`` (the `full` default): MA-AGIQA's `data/AIGC_general.py:35-41` (commit
   d5d025e) exactly: `cv2.imread(path, cv2.IMREAD_COLOR)` (BGR uint8; EXIF orientation applied,
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 import timm
 import torch
@@ -113,23 +116,25 @@ class IqaBackbone(nn.Module):
     out_channels: int
     model_id: str  # architecture + weights at build time, for caching a FROZEN backbone
 
-    def transform(self, train: bool = False, resize: str = "pil") -> Callable:
-        """PIL image -> normalised [3, 224, 224] tensor (bicubic resize, no crop).
+    def transform(self, train: bool = False, resize: str = "pil",
+                  size: int = INPUT_SIZE) -> Callable:
+        """PIL image -> normalised [3, size, size] tensor (bicubic resize, no crop).
 
         `resize="released_cv2"` gives `ReleasedCv2Transform` (also takes file paths).
         `train=True` adds a random horizontal flip (PIL only). MA-AGIQA's as-released
         rotation/flip augmentation belongs to its training code, which should start from
         `transform(False)`.
         """
-        return image_transform(train, resize)
+        return image_transform(train, resize, size)
 
 
-def image_transform(train: bool = False, resize: str = "pil") -> Callable:
+def image_transform(train: bool = False, resize: str = "pil",
+                    size: int = INPUT_SIZE) -> Callable:
     """The preprocessing every IQA backbone shares (`IqaBackbone.transform`), without building
-    one: 224 x 224, [0, 1], mean = std = 0.5, resized as `resize` says."""
+    one: size x size (224 as released), [0, 1], mean = std = 0.5, resized as `resize` says."""
     if resize not in RESIZES:
         raise AgiqaError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}.")
-    size, mean, std = IqaBackbone.input_size, IqaBackbone.mean, IqaBackbone.std
+    mean, std = IqaBackbone.mean, IqaBackbone.std
     if resize == "released_cv2":
         if train:
             raise AgiqaError("the released cv2 preprocessing has no random flip; apply "
@@ -141,6 +146,46 @@ def image_transform(train: bool = False, resize: str = "pil") -> Callable:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
+
+
+SIZE_STEP = 32  # Lite0's largest stride: sides that are multiples of it keep maps aligned
+LARGEST_SIZE = 1024
+
+
+def check_image_size(profile: str, size: int) -> int:
+    """`size` if the profile's backbone can read it, else an AgiqaError: the ViTs of `full` and
+    `tiny` read 224 only (fixed position embeddings); `lite` reads multiples of 32 from 224 to
+    1024."""
+    if profile != "lite":
+        if size != INPUT_SIZE:
+            raise AgiqaError(f"profile {profile!r} reads {INPUT_SIZE} x {INPUT_SIZE} images only "
+                             f"(its ViT has fixed position embeddings), not {size}.")
+        return size
+    if size % SIZE_STEP or not INPUT_SIZE <= size <= LARGEST_SIZE:
+        raise AgiqaError(f"image_size must be a multiple of {SIZE_STEP} from {INPUT_SIZE} to "
+                         f"{LARGEST_SIZE} for profile 'lite', got {size}.")
+    return size
+
+
+def dataset_image_size(paths: Sequence[str], largest: int, sample: int = 32) -> int:
+    """The square side to read a dataset at: the median shorter side of up to `sample` evenly
+    spaced images, rounded down to a multiple of 32, kept within [224, `largest`].
+
+    Reads image headers only. `largest=224` (the released size) returns 224 without reading.
+    """
+    if largest <= INPUT_SIZE or not len(paths):
+        return INPUT_SIZE
+    picks = np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)
+    sides = []
+    for i in picks:
+        try:
+            with Image.open(paths[i]) as image:
+                sides.append(min(image.size))
+        except OSError as err:
+            raise AgiqaError(f"cannot read image {paths[i]} ({err}); replace or remove the "
+                             "file.") from err
+    side = int(np.median(sides)) // SIZE_STEP * SIZE_STEP
+    return int(min(max(side, INPUT_SIZE), largest))
 
 
 class VitBlockTokens(IqaBackbone):

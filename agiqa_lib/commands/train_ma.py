@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     cfg.apply_threads()
     group = apply_launch_arguments(args, cfg)
     say = print if group.is_main else (lambda *a, **k: None)  # launched: rank 0 prints
-    say(f"profile {cfg.profile}, weights {cfg.weights}, resize {cfg.resize}, val selection "
-        f"{cfg.val_selection}, semantic source {cfg.semantic_source}, device {cfg.device}")
+    size = "auto" if cfg.image_size is None else cfg.image_size
+    say(f"profile {cfg.profile}, weights {cfg.weights}, resize {cfg.resize}, image size {size}, "
+        f"val selection {cfg.val_selection}, semantic source {cfg.semantic_source}, "
+        f"device {cfg.device}")
     if cfg.random_weights:
         say("RANDOM weights: a pipeline check, the numbers mean nothing")
     result = study.run(cfg)

@@ -47,6 +47,9 @@ class Profile:
     # MA-AGIQA resize to 224 x 224: "released_cv2" (cv2.imread + INTER_CUBIC, as released) or
     # "pil" (PIL bicubic with antialiasing; about 1 % of the pixel range away from cv2).
     ma_resize: str = "pil"
+    # Largest square side MA-AGIQA's IQA backbone reads: images are resized to their dataset's
+    # own side (rounded down to a multiple of 32) but not above this, nor below the released 224.
+    ma_max_image_size: int = 224
 
 
 PROFILES: Mapping[str, Profile] = MappingProxyType({
@@ -71,6 +74,11 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         # lr 1e-5 (meant for fine-tuning a pretrained ViT) they barely move in a CPU budget
         # (512-image subset: train loss 0.51 vs 0.13 after 4 epochs at 1e-5 vs 1e-4).
         ma_training=_frozen(epochs=10, lr=1e-4),
+        # The frozen CNN reads AGIQA-3K at its own 512 px instead of shrinking it to 224: on the
+        # `ma_agiqa` val part (never test) an SVR probe on pooled Lite0 maps gains 0.80 -> 0.83
+        # SRCC, within-generator 0.42 -> 0.47 (`benchmarks/probe_image_size.py`). Smaller
+        # images (the 256 px demo) are read at their own side, never upsampled past it.
+        ma_max_image_size=512,
     ),
     "tiny": Profile(
         name="tiny",

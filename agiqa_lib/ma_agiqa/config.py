@@ -2,7 +2,9 @@
 
 Settings left to the profile (`"auto"`) are resolved from the profile table when the config is
 built: `resize` is `released_cv2` for `full` (MA-AGIQA's OpenCV INTER_CUBIC loading) and `pil`
-for `lite`/`tiny`. `val_selection` chooses how the best epoch is picked: `corrected` (the
+for `lite`/`tiny`. `image_size` left at None is resolved when the data is prepared
+(`data.prepare_data`): 224 as released for `full`/`tiny`, the dataset's own side (224-512) for
+`lite`. `val_selection` chooses how the best epoch is picked: `corrected` (the
 default for every profile: every val image, the best SRCC + PLCC whatever its sign) or
 `as_released` (the release's val loader drops its last partial batch of 8, `main.py:264-265`,
 and its best score starts at 0, `main.py:289/301`, so an epoch with val SRCC + PLCC <= 0 is
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agiqa_lib.backbones.iqa_backbone import check_image_size
 from agiqa_lib.core.config import PRECISIONS, StudyConfig, auto_option, option
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import get_profile
@@ -97,6 +100,9 @@ class MAStudyConfig(StudyConfig):
                                  "INTER_CUBIC, no antialiasing) or pil (PIL bicubic); auto: "
                                  "the profile's (full released_cv2, lite/tiny pil)",
                          choices=("auto", *RESIZES))
+    image_size: int | None = option(None, "square side the IQA backbone reads (default: the "
+                                          "profile's: full/tiny 224 as released; lite the "
+                                          "dataset's own image side, 224 to 512)")
     val_selection: str = option("corrected", "best-epoch rule: corrected (every val image, "
                                              "best SRCC+PLCC) or as_released (val loader drops "
                                              "its last partial batch, best score starts at 0)",
@@ -128,6 +134,8 @@ class MAStudyConfig(StudyConfig):
         if self.resize not in RESIZES:
             raise AgiqaError(f"resize must be auto or one of {', '.join(RESIZES)}, got "
                              f"{self.resize!r}.")
+        if self.image_size is not None:
+            check_image_size(self.profile, self.image_size)
         source = str(self.semantic_source)
         if source.startswith(OFFICIAL_PREFIX) and not source[len(OFFICIAL_PREFIX):].strip():
             raise AgiqaError("semantic_source='official:DIR' needs the folder of the released "

@@ -25,11 +25,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from agiqa_lib.backbones.iqa_backbone import FULL_CHANNELS, create_iqa_backbone
+from agiqa_lib.backbones.iqa_backbone import (FULL_CHANNELS, create_iqa_backbone,
+                                              dataset_image_size)
 from agiqa_lib.backbones.mllm import create_mllm
 from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey
 from agiqa_lib.core.features import describe_transform, extract_features
+from agiqa_lib.core.folding import fold_batchnorm
 from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.profiles import get_profile
 from agiqa_lib.data.datasets import load_dataset
@@ -70,6 +72,7 @@ class PreparedData:
     mllm_source: str | None = None
     vit_checkpoint: str | None = None
     val_order: np.ndarray | None = None
+    image_size: int = 224
 
     def rows(self, part: str) -> np.ndarray:
         """Row positions of one part ("train", "val", "test")."""
@@ -92,7 +95,7 @@ class PreparedData:
         with; no backbone is built)."""
         from agiqa_lib.backbones.iqa_backbone import image_transform
 
-        return image_transform(False, resize=self.resize)
+        return image_transform(False, resize=self.resize, size=self.image_size)
 
 
 def prepare_data(cfg: MAStudyConfig) -> PreparedData:
@@ -114,7 +117,10 @@ def prepare_data(cfg: MAStudyConfig) -> PreparedData:
     val_order = np.searchsorted(kept, val_order)  # positions in the kept rows
     device = distributed.current(cfg.device).device_for(cfg.device)  # cfg's, or this rank's
     timings: dict[str, float] = {}
-    trained = get_profile(cfg.profile).train_iqa_backbone
+    profile = get_profile(cfg.profile)
+    trained = profile.train_iqa_backbone
+    image_size = cfg.image_size or dataset_image_size([str(p) for p in df["path"]],
+                                                      profile.ma_max_image_size)
     # a fine-tuned backbone's weights are loaded with the model (`train.new_model`); here only
     # its width is needed, which needs no ViT-B/8 to be built
     tokens, in_channels = None, FULL_CHANNELS
@@ -122,7 +128,7 @@ def prepare_data(cfg: MAStudyConfig) -> PreparedData:
         backbone = create_iqa_backbone(cfg.profile, pretrained=True)
         in_channels = backbone.out_channels
         start = time.perf_counter()
-        tokens = backbone_tokens(df, backbone, cfg, device)
+        tokens = backbone_tokens(df, backbone, cfg, device, image_size)
         timings["tokens_s"] = time.perf_counter() - start
     semantic, stand_in, mllm_id, source = None, False, None, None
     if cfg.needs_semantic:
@@ -147,7 +153,7 @@ def prepare_data(cfg: MAStudyConfig) -> PreparedData:
                         weights=cfg.weights,
                         semantic_source="official" if cfg.official_vectors_dir else "mllm",
                         mllm_source=source, vit_checkpoint=cfg.vit_checkpoint,
-                        val_order=val_order)
+                        val_order=val_order, image_size=image_size)
 
 
 def official_vectors(df: pd.DataFrame, folder: str, dataset: str | None = None) -> torch.Tensor:
@@ -162,11 +168,15 @@ def official_vectors(df: pd.DataFrame, folder: str, dataset: str | None = None) 
 
 
 def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, cfg: MAStudyConfig,
-                    device: torch.device) -> torch.Tensor:
-    """Frozen backbone tokens pooled to the profile's MANIQA grid, [N, C, grid^2] fp16, cached."""
-    probe = MAAGIQA(ma_agiqa_config(cfg.profile, "maniqa", backbone.out_channels), backbone)
+                    device: torch.device, image_size: int = 224) -> torch.Tensor:
+    """Frozen backbone tokens pooled to the profile's MANIQA grid, [N, C, grid^2] fp16, cached;
+    images read at `image_size` (the transform, and so the cache key, records it). Computed by
+    a copy of the backbone with its batch norms folded (`core.folding`, as for every cached
+    feature: equal to float32 rounding, not part of the key)."""
+    probe = MAAGIQA(ma_agiqa_config(cfg.profile, "maniqa", backbone.out_channels),
+                    fold_batchnorm(backbone))
     probe.to(device).eval()
-    transform = backbone.transform(False, resize=cfg.resize)
+    transform = backbone.transform(False, resize=cfg.resize, size=image_size)
     key = CacheKey(dataset=cfg.dataset, model_id=f"{backbone.model_id}/pool{probe.cfg.maniqa.grid}",
                    profile=cfg.profile, transform=describe_transform(transform))
     return extract_features([str(p) for p in df["path"]], probe.tokens, transform, key,

@@ -5,8 +5,9 @@ Profiles (what differs from the released `full` model is listed here and set in
 
 - ``full``: ViT-B/8 blocks 6-9 (3072 x 28 x 28), fine-tuned end to end with the released
   MANIQA (TABlocks over 784 tokens, widths 768 / 384, window 4) and fusion (D = 4096).
-- ``lite`` (CPU): frozen EfficientNet-Lite0 tokens (cached), average-pooled from 28 x 28 to
-  14 x 14 (196 tokens, so the quality feature is 196-d); a 1x1 conv to 128 channels precedes
+- ``lite`` (CPU): frozen EfficientNet-Lite0 tokens (cached) of each image read at its
+  dataset's own side up to 512 px (`image_size`; `full` reads 224), average-pooled from 28 x 28
+  to 14 x 14 (196 tokens, so the quality feature is 196-d); a 1x1 conv to 128 channels precedes
   stage 1 (full applies TABlocks to the 3072 backbone channels directly); widths 64 / 32,
   Swin MLP 128, window 2 (same 7 x 7 windows per side as full's window 4 on 28 x 28);
   D = 384 from the MiniLM stand-in encoder. Depths, heads, TABlock count, residual scale,
@@ -18,7 +19,8 @@ Variants: ``maniqa`` (MANIQA alone: sum(f * w) / sum(w), no MLLM) and the fusion
 ``coherence_only``, ``concat_mlp``).
 
 A checkpoint's config also records how the model was made and what scoring new images needs:
-the image `resize` it was trained with (`released_cv2` or `pil`; the scorer applies the same),
+the image `resize` and `image_size` it was trained with (`released_cv2` or `pil`, 224 as
+released or larger for `lite`; the scorer applies the same),
 `weights` ("random" for a pipeline check) and `semantic_source` with `mllm_model_id` (the MLLM
 hub id or folder, or the official vectors, whose model, mPLUG-Owl2-LLaMA2-7B, must then be
 available to score new images).
@@ -57,6 +59,7 @@ class MAAGIQAConfig:
     train_backbone: bool                 # full fine-tunes the ViT; lite/tiny freeze it
     mllm_model_id: str | None = None     # which MLLM made the vectors (full; official vectors)
     resize: str = "pil"                  # image resize: released_cv2 (full) or pil
+    image_size: int = 224                # square side the backbone reads (lite: up to 512)
     weights: str = "pretrained"          # "random": full architecture, random weights
     semantic_source: str = "mllm"        # mllm, or official (the released .pt vectors)
 
@@ -118,7 +121,7 @@ class MAAGIQA(nn.Module):
 
     def forward(self, images: torch.Tensor,
                 semantic: torch.Tensor | None = None) -> FusionOutput:
-        """Score images [B, 3, 224, 224] (preprocessed by `backbone.transform`)."""
+        """Score images [B, 3, S, S] (`backbone.transform`, S = `cfg.image_size`)."""
         return self.forward_tokens(self.tokens(images), semantic)
 
 
@@ -126,7 +129,7 @@ def ma_agiqa_config(profile: str = "lite", variant: str = "released_gate",
                     in_channels: int = 3072, semantic_dim: int | None = None,
                     clean_tablock: bool = False, mllm_model_id: str | None = None,
                     resize: str = "pil", weights: str = "pretrained",
-                    semantic_source: str = "mllm") -> MAAGIQAConfig:
+                    semantic_source: str = "mllm", image_size: int = 224) -> MAAGIQAConfig:
     """The MAAGIQAConfig of a profile and variant (`in_channels`: the backbone's channels)."""
     settings = get_profile(profile)
     if variant not in VARIANTS:
@@ -142,7 +145,7 @@ def ma_agiqa_config(profile: str = "lite", variant: str = "released_gate",
                               questions=questions, gate=gate, drop=maniqa.drop)
     return MAAGIQAConfig(profile, variant, maniqa, fusion, train_backbone=settings.train_iqa_backbone,
                          mllm_model_id=mllm_model_id, resize=resize, weights=weights,
-                         semantic_source=semantic_source)
+                         semantic_source=semantic_source, image_size=image_size)
 
 
 def create_ma_agiqa(profile: str = "lite", variant: str = "released_gate",
@@ -219,7 +222,8 @@ class MAAGIQAScorer:
         self.device = device
         self.batch_size = batch_size
         self.checkpoint = checkpoint
-        self.transform = model.backbone.transform(False, resize=model.cfg.resize)
+        self.transform = model.backbone.transform(False, resize=model.cfg.resize,
+                                                  size=model.cfg.image_size)
 
     def semantic_vectors(self, images: list[Image.Image]) -> torch.Tensor:
         """[B, 2, D] MLLM vectors for the two MA-AGIQA questions."""

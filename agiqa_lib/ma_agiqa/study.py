@@ -43,11 +43,12 @@ def prepare(cfg: MAStudyConfig) -> PreparedData:
     return prepare_data(cfg)
 
 
-def run_dir(cfg: MAStudyConfig, variant: str, seed: int) -> Path:
+def run_dir(cfg: MAStudyConfig, variant: str, seed: int, image_size: int = 224) -> Path:
     """Folder of one run's resumable state (settings away from the defaults name it)."""
     tags = "".join(tag for tag, on in (("_clean", cfg.clean_tablock),
                                        ("_asreleasedval", cfg.val_selection == "as_released"),
                                        (f"_{cfg.resize}", cfg.resize != "pil"),
+                                       (f"_{image_size}px", image_size != 224),
                                        ("_official", cfg.official_vectors_dir is not None))
                    if on)
     return (cfg.out / "runs" / f"{cfg.dataset}_{cfg.profile}{cfg.weights_tag}_{cfg.protocol}"
@@ -57,7 +58,8 @@ def run_dir(cfg: MAStudyConfig, variant: str, seed: int) -> Path:
 def train(data: PreparedData, cfg: MAStudyConfig, variant: str, seed: int) -> RunResult:
     """Train one variant with one seed (resuming a killed run) and test its best-val epoch."""
     model = new_model(data, variant, seed, clean_tablock=cfg.clean_tablock)
-    return train_run(model, data, cfg.train_config(seed), run_dir(cfg, variant, seed),
+    return train_run(model, data, cfg.train_config(seed),
+                     run_dir(cfg, variant, seed, data.image_size),
                      progress=cfg.progress)
 
 
@@ -67,6 +69,7 @@ def records(run: RunResult, data: PreparedData, cfg: MAStudyConfig) -> list[Resu
     out = []
     fused = run.variant != "maniqa"
     extra = {"flip": cfg.flip, "clean_tablock": cfg.clean_tablock, "resize": cfg.resize,
+             "image_size": data.image_size,
              "val_selection": cfg.val_selection,
              "batch_size": cfg.train_config(run.seed, device="cpu").batch_size}
     if fused:

@@ -104,7 +104,8 @@ def predict(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConf
     """Scores (and gate weights, [n, experts], when the variant has a gate) for `rows`."""
     model.eval()
     items = MAItems(data, rows, model.cfg.maniqa.grid, cfg.seed,
-                    transform=model.backbone.transform(False, resize=model.cfg.resize))
+                    transform=model.backbone.transform(False, resize=model.cfg.resize,
+                                                       size=model.cfg.image_size))
     loader = DataLoader(items, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     scores, gates = [], []
     for x, sem, _, _ in progress_bar(loader, desc="predict", disable=not progress, leave=False):
@@ -170,7 +171,7 @@ def _fingerprint(model: MAAGIQA, data: PreparedData, cfg: TrainConfig) -> str:
     """
     model_cfg = json.loads(model.cfg.to_json())
     for key, default in (("resize", "pil"), ("weights", "pretrained"),
-                         ("semantic_source", "mllm")):
+                         ("semantic_source", "mllm"), ("image_size", 224)):
         if model_cfg.get(key) == default:
             model_cfg.pop(key)
     recipe = asdict(replace(cfg, epochs=0, device="", num_workers=0))
@@ -213,7 +214,8 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
         state.restore(last)
     items = MAItems(data, train_rows, model.cfg.maniqa.grid, cfg.seed,
                     augmentation=(cfg.aug_prob, cfg.flip),
-                    transform=model.backbone.transform(False, resize=model.cfg.resize))
+                    transform=model.backbone.transform(False, resize=model.cfg.resize,
+                                                       size=model.cfg.image_size))
     mos = data.df["mos"].to_numpy(dtype=float)
     selection = SELECTIONS[cfg.val_selection]
     as_released = cfg.val_selection == "as_released"
@@ -360,7 +362,8 @@ def new_model(data: PreparedData, variant: str, seed: int, clean_tablock: bool =
         raise AgiqaError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     cfg = ma_agiqa_config(data.profile, variant, data.in_channels, data.semantic_dim,
                           clean_tablock, data.mllm_source, resize=data.resize,
-                          weights=data.weights, semantic_source=data.semantic_source)
+                          weights=data.weights, semantic_source=data.semantic_source,
+                          image_size=data.image_size)
     pretrained = backbone_pretrained and data.weights != "random"
     checkpoint = data.vit_checkpoint if pretrained and data.profile == "full" else None
     backbone = create_iqa_backbone(data.profile, pretrained=pretrained, checkpoint=checkpoint)
