@@ -32,6 +32,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -99,6 +100,11 @@ class MAAGIQA(nn.Module):
         if not self.cfg.train_backbone:
             self.backbone.eval()
         return self
+
+    def image_transform(self) -> Callable:
+        """The preprocessing this model reads images with: its backbone's, at the config's
+        `resize` and `image_size` (training, evaluation and the scorer all use it)."""
+        return self.backbone.transform(False, resize=self.cfg.resize, size=self.cfg.image_size)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone tokens [B, C, grid * grid], average-pooled when MANIQA's grid is coarser."""
@@ -222,8 +228,7 @@ class MAAGIQAScorer:
         self.device = device
         self.batch_size = batch_size
         self.checkpoint = checkpoint
-        self.transform = model.backbone.transform(False, resize=model.cfg.resize,
-                                                  size=model.cfg.image_size)
+        self.transform = model.image_transform()
 
     def semantic_vectors(self, images: list[Image.Image]) -> torch.Tensor:
         """[B, 2, D] MLLM vectors for the two MA-AGIQA questions."""

@@ -104,8 +104,7 @@ def predict(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConf
     """Scores (and gate weights, [n, experts], when the variant has a gate) for `rows`."""
     model.eval()
     items = MAItems(data, rows, model.cfg.maniqa.grid, cfg.seed,
-                    transform=model.backbone.transform(False, resize=model.cfg.resize,
-                                                       size=model.cfg.image_size))
+                    transform=model.image_transform())
     loader = DataLoader(items, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
     scores, gates = [], []
     for x, sem, _, _ in progress_bar(loader, desc="predict", disable=not progress, leave=False):
@@ -214,8 +213,7 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
         state.restore(last)
     items = MAItems(data, train_rows, model.cfg.maniqa.grid, cfg.seed,
                     augmentation=(cfg.aug_prob, cfg.flip),
-                    transform=model.backbone.transform(False, resize=model.cfg.resize,
-                                                       size=model.cfg.image_size))
+                    transform=model.image_transform())
     mos = data.df["mos"].to_numpy(dtype=float)
     selection = SELECTIONS[cfg.val_selection]
     as_released = cfg.val_selection == "as_released"
