@@ -315,6 +315,69 @@ def test_checkpoint_keeps_the_feature_scale(tmp_path):
         assert not torch.allclose(before.score_features(feats), expected)
 
 
+def test_text_feature_scale_scales_the_text_features_apart():
+    """With text_feature_scale u the head reads [s x; u t]; unset, the text features follow
+    feature_scale as they did before the option existed."""
+    both = standin_model(feature_scale=22.6).eval()
+    image_scaled = standin_model(feature_scale=22.6, text_feature_scale=1.0).eval()
+    image_scaled.load_trainable_state_dict(both.trainable_state_dict())
+    assert both.config.text_feature_scale is None and both.config.text_scale == 22.6
+    assert image_scaled.config.text_scale == 1.0
+    feats = torch.randn(5, both.embed_dim)
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(feats, dim=-1) * 22.6
+        text = both.text_features()
+
+        def head(text_scale: float) -> torch.Tensor:
+            x = torch.cat([image.unsqueeze(1), (text * text_scale).unsqueeze(0).expand(5, -1, -1)],
+                          dim=1)
+            return both.regression(x.flatten(1)).squeeze(-1)
+
+        assert torch.equal(both.score_features(feats), head(22.6))  # as before the option
+        torch.testing.assert_close(image_scaled.score_features(feats), head(1.0))
+        assert (head(22.6) - head(1.0)).abs().max() > 1e-3  # the text scale reaches the head
+    # unset, training sees the gradients of the model before the option, bit for bit: the
+    # one scale multiplies the concatenated input (scaling the parts apart reorders float sums)
+    both.train()
+    torch.manual_seed(3)
+    both.score_features(feats).square().sum().backward()
+    grad = both.prompt_learner.ctx.grad.clone()
+    both.zero_grad()
+    torch.manual_seed(3)
+    text = both.text_features()
+    x = torch.cat([torch.nn.functional.normalize(feats, dim=-1).unsqueeze(1),
+                   text.unsqueeze(0).expand(5, -1, -1)], dim=1).flatten(1) * 22.6
+    both.regression(x).squeeze(-1).square().sum().backward()
+    assert torch.equal(both.prompt_learner.ctx.grad, grad)
+    with pytest.raises(AgiqaError, match="feature_scale"):
+        ClipAgiqaConfig(text_feature_scale=0)
+
+
+def test_checkpoint_keeps_the_text_feature_scale(tmp_path):
+    """A checkpoint with a text scale reloads with it and scores identically; a checkpoint
+    without one does not write the key (the format older versions read)."""
+    import json
+
+    from agiqa_lib.clip_agiqa.model import create_clip_agiqa, load_checkpoint, save_checkpoint
+    from agiqa_lib.core.checkpoints import read_metadata
+
+    torch.manual_seed(0)
+    model = create_clip_agiqa("tiny", ClipAgiqaConfig(feature_scale=22.6,
+                                                      text_feature_scale=1.0)).eval()
+    with torch.no_grad():
+        model.prompt_learner.ctx.normal_()
+    path = save_checkpoint(model, tmp_path / "text1.safetensors")
+    assert json.loads(read_metadata(path)["config"])["text_feature_scale"] == 1.0
+    feats = torch.randn(4, model.embed_dim)
+    with torch.no_grad():
+        reloaded = load_checkpoint(path)
+        assert reloaded.config.text_scale == 1.0
+        assert torch.equal(reloaded.score_features(feats), model.score_features(feats))
+    plain = save_checkpoint(create_clip_agiqa("tiny", ClipAgiqaConfig(feature_scale=22.6)),
+                            tmp_path / "plain.safetensors")
+    assert "text_feature_scale" not in json.loads(read_metadata(plain)["config"])
+
+
 @pytest.fixture(params=["tiny", "tiny-full"])
 def real_tiny_clip(request, tmp_path):
     """A real open_clip model of each text-tower kind (HF BERT and OpenAI transformer)."""

@@ -271,6 +271,27 @@ def test_feature_scale_option_parses_into_the_study_and_model_configs():
                                                              "--feature-scale", "0"]))
 
 
+def test_text_feature_scale_option_names_its_runs():
+    """`--text-feature-scale` parses into the study and model configs and adds "_text{u}" to
+    the run names; unset, names and models are those of the feature scale alone."""
+    from agiqa_lib.cli import build_parser
+    from agiqa_lib.clip_agiqa import study
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+    from agiqa_lib.commands.options import config_from_args
+
+    parser = build_parser()
+    scaled = config_from_args(ClipStudyConfig, parser.parse_args(
+        ["train-clip", "demo", "--feature-scale", "22.6"]))
+    assert scaled.text_feature_scale is None and scaled.scale_tag == "_scale22.6"
+    cfg = config_from_args(ClipStudyConfig, parser.parse_args(
+        ["train-clip", "demo", "--feature-scale", "22.6", "--text-feature-scale", "1"]))
+    assert cfg.text_feature_scale == 1.0 and cfg.model_config().text_scale == 1.0
+    assert cfg.scale_tag == "_scale22.6_text1"
+    assert study.checkpoint_path(cfg).name == "clip_agiqa_demo_lite_scale22.6_text1.safetensors"
+    with pytest.raises(AgiqaError, match="feature_scale"):
+        ClipStudyConfig(text_feature_scale=-1.0)
+
+
 @pytest.mark.slow
 def test_study_at_a_feature_scale_names_its_runs_and_records_the_scale(tmp_path):
     """A study at scale 22.6 (tiny CLIP, demo data, one epoch): its own checkpoint and
@@ -293,3 +314,37 @@ def test_study_at_a_feature_scale_names_its_runs_and_records_the_scale(tmp_path)
     trained = [r for r in records if r["model"] in ("clip_agiqa", "image_only_control")]
     assert len(trained) == 6 and {r["feature_scale"] for r in trained} == {22.6}
     assert {r["feature_scale"] for r in records if r not in trained} == {None}  # no head
+
+
+@pytest.mark.slow
+def test_study_with_a_text_feature_scale_trains_apart_and_records_it(tmp_path):
+    """Text scale 1.0 beside feature scale 22.6 (tiny CLIP, demo data, one epoch): its own
+    training states (not resumed from the both-scaled run's), records and checkpoint."""
+    import json
+
+    from agiqa_lib.clip_agiqa import study
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+    from agiqa_lib.clip_agiqa.model import load_checkpoint
+
+    def run(**scales):
+        cfg = ClipStudyConfig(dataset="demo", profile="tiny", fast=True, epochs=1, n_boot=20,
+                              out_dir=str(tmp_path / "out"), progress=False,
+                              results_path=str(tmp_path / "results.jsonl"), **scales)
+        return study.run(cfg)
+
+    both = run(feature_scale=22.6)
+    apart = run(feature_scale=22.6, text_feature_scale=1.0)
+    assert apart.checkpoint.name == "clip_agiqa_demo_tiny_scale22.6_text1.safetensors"
+    assert load_checkpoint(apart.checkpoint).config.text_scale == 1.0
+    states = sorted(p.name for p in (tmp_path / "out" / "checkpoints" / "training").iterdir())
+    assert len(states) == 4 and sum("_scale22.6_text1_" in name for name in states) == 2
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    trained = [r for r in records if r["model"] in ("clip_agiqa", "image_only_control")]
+    assert len(trained) == 12  # both runs kept: the text scale is part of the identity
+    assert sorted({r["text_feature_scale"] for r in trained}, key=str) == [1.0, None]
+    text_rows = {(r["model"], r["selection"]): r["srcc"] for r in trained
+                 if r["model"] == "clip_agiqa"}
+    assert len(text_rows) == 3
+    last = both.table.set_index(["model", "selection"]).loc[("clip_agiqa", "last"), "srcc"]
+    assert last != apart.table.set_index(["model", "selection"]).loc[("clip_agiqa", "last"),
+                                                                      "srcc"]

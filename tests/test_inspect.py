@@ -97,6 +97,26 @@ def test_text_features_fold_into_the_first_bias_at_any_feature_scale():
         assert (last(unscaled).squeeze(-1) - scores).abs().max() > 1e-2
 
 
+def test_text_features_fold_into_the_first_bias_with_their_own_scale():
+    """Image feature times 22.6, text features at unit norm: the fold scales W_x by 22.6 and
+    adds the unscaled text features to the bias; the shapes table says both scales."""
+    torch.manual_seed(2)
+    model = create_clip_agiqa("tiny", ClipAgiqaConfig(feature_scale=22.6, text_feature_scale=1.0))
+    with torch.no_grad():
+        model.prompt_learner.ctx.normal_(std=0.5)
+    features = torch.randn(32, model.embed_dim) * 3
+    model.eval()
+    with torch.no_grad():
+        scores = model.score_features(features)
+        assert clip_inspect.folded_bias_check(model, features) < 1e-5 * (1 + scores.abs().max())
+        what = clip_inspect.prompt_shapes(model)["what"].iloc[-1]
+        assert "feature_scale 22.6" in what and "text_feature_scale 1" in what
+        both = create_clip_agiqa("tiny", ClipAgiqaConfig(feature_scale=22.6)).eval()
+        both.load_trainable_state_dict(model.trainable_state_dict())
+        assert (clip_inspect.fold_text_into_bias(both)(torch.nn.functional.normalize(features, dim=-1))
+                .squeeze(-1) - scores).abs().max() > 1e-3  # the wrong fold is caught
+
+
 def test_image_only_control_has_no_prompt_to_inspect():
     control = create_clip_agiqa("tiny", ClipAgiqaConfig(use_text=False))
     with pytest.raises(AgiqaError, match="image-only control"):

@@ -109,6 +109,28 @@ def test_feature_scale_is_part_of_the_identity_and_old_files_match_the_release(t
                             records[1], tmp_path).stem.endswith("_22.6")
 
 
+def test_text_feature_scale_is_part_of_the_identity(tmp_path):
+    """Scaling the image feature only (text scale 1.0) is another run than scaling both; the
+    papers face neither."""
+    clip = dict(model="clip_agiqa", variant=None, protocol="clip_agiqa",
+                selection="best_on_test", evaluation="all_test", feature_scale=22.6)
+    both = _record(0, 0.66, **clip)
+    image_only = _record(0, 0.75, text_feature_scale=1.0, **clip)
+    assert both.identity != image_only.identity
+    assert image_only.identity == _record(0, 0.7, text_feature_scale=1, **clip).identity
+    path = tmp_path / "results.jsonl"
+    released = _record(0, 0.60, **{**clip, "feature_scale": 1.0})
+    add_records([both, image_only, released, _record(0, 0.8, text_feature_scale=2.0,
+                                                     **{**clip, "feature_scale": 1.0})], path)
+    frame = load_results(path)
+    summary = seed_summary(frame).set_index(["feature_scale", "text_feature_scale"])
+    assert summary.loc[("22.6", "1.0"), "srcc"] == 0.75 and summary.loc[("22.6", "-"), "srcc"] == 0.66
+    ours = comparison_table(frame).query("model == 'clip_agiqa' and dataset == 'agiqa3k'")
+    assert list(ours["srcc"]) == [0.60]
+    assert save_predictions(pd.DataFrame({"name": ["a"], "mos": [1.0], "pred": [1.0]}),
+                            image_only, tmp_path).stem.endswith("_22.6_1.0")
+
+
 def test_seed_summary_mean_and_t_interval():
     frame = _frame([_record(s, v) for s, v in [(1, 0.80), (2, 0.82), (3, 0.84)]])
     row = seed_summary(frame).iloc[0]

@@ -7,8 +7,9 @@ profile table (`core.profiles`): for `full`, fresh views every epoch and, on CUD
 missing), and the resolved values are what the result records carry.
 
 `feature_scale` (1.0: as released) multiplies the normalised head input
-(`ClipAgiqaConfig.feature_scale`); other values name their runs (`scale_tag`), their training
-states and their result records apart from the released ones.
+(`ClipAgiqaConfig.feature_scale`), `text_feature_scale` the text features apart from it; other
+values name their runs (`scale_tag`), their training states and their result records apart
+from the released ones.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class ClipStudyConfig(StudyConfig):
                                        "1.0 is the release, sqrt(D) (22.6 for lite's D=512) a "
                                        "lite option against the underfitting head, chosen on "
                                        "the validation part")
+    text_feature_scale: float | None = option(None, "multiply the six text features by this "
+                                                    "instead of feature_scale (None: the same); "
+                                                    "1.0 with feature_scale 22.6 scales the image "
+                                                    "feature only, the lite setting chosen on the "
+                                                    "validation part")
     batch_size: int = option(32, "images per batch when extracting features")
     num_workers: int | None = option(None, "image-loading worker processes for fresh views "
                                            "(default: 8 on CUDA as released, 0 elsewhere)")
@@ -105,6 +111,9 @@ class ClipStudyConfig(StudyConfig):
         if not 0 < self.val_fraction < 1:
             raise AgiqaError(f"val_fraction must lie in (0, 1), got {self.val_fraction}.")
         object.__setattr__(self, "feature_scale", checked_feature_scale(self.feature_scale))
+        if self.text_feature_scale is not None:
+            object.__setattr__(self, "text_feature_scale",
+                               checked_feature_scale(self.text_feature_scale))
         if self.fast:
             object.__setattr__(self, "epochs", min(self.epochs, FAST_EPOCHS))
             object.__setattr__(self, "n_aug_views", min(self.n_aug_views, FAST_AUG_VIEWS))
@@ -124,13 +133,18 @@ class ClipStudyConfig(StudyConfig):
     @property
     def scale_tag(self) -> str:
         """"_scale{s}" in file and folder names when `feature_scale` is not the released 1.0,
-        else "" (the released runs keep their names)."""
-        return "" if self.feature_scale == 1.0 else f"_scale{self.feature_scale:g}"
+        "_text{u}" after it when `text_feature_scale` is set, else "" (the released runs keep
+        their names)."""
+        tag = "" if self.feature_scale == 1.0 else f"_scale{self.feature_scale:g}"
+        if self.text_feature_scale is not None:
+            tag += f"_text{self.text_feature_scale:g}"
+        return tag
 
     def model_config(self, use_text: bool = True) -> ClipAgiqaConfig:
         """The CLIP-AGIQA architecture this study trains (or its image-only control)."""
         return ClipAgiqaConfig(use_text=use_text, frozen_precision=self.precision,
-                               feature_scale=self.feature_scale)
+                               feature_scale=self.feature_scale,
+                               text_feature_scale=self.text_feature_scale)
 
     def train_config(self) -> TrainConfig:
         """The optimisation recipe of this study (released defaults, our epochs and seed)."""

@@ -85,11 +85,18 @@ def prompt_shapes(model: ClipAgiqa) -> pd.DataFrame:
                                 "the same for every image"),
         ("head input", torch.empty(1, (1 + n_cls) * model.embed_dim),
          f"[image feature; {n_cls} text features] concatenated, per image"
-         + ("" if model.config.feature_scale == 1.0
-            else f", times feature_scale {model.config.feature_scale:g}")),
+         + _scale_note(model.config)),
     ]
     return pd.DataFrame([{"tensor": name, "shape": list(t.shape), "what": what}
                          for name, t, what in rows]).set_index("tensor")
+
+
+def _scale_note(config: Any) -> str:
+    """How the head input is scaled, for the shapes table ("" as released)."""
+    if config.text_scale == config.feature_scale:
+        return "" if config.feature_scale == 1.0 else f", times feature_scale {config.feature_scale:g}"
+    return (f", image feature times feature_scale {config.feature_scale:g}, text features "
+            f"times text_feature_scale {config.text_scale:g}")
 
 
 @torch.no_grad()
@@ -120,18 +127,19 @@ def fold_text_into_bias(model: ClipAgiqa) -> nn.Sequential:
     t does not depend on the image, so W_t t + b is a constant: the folded bias. Dropout is
     the identity in eval mode. Input: L2-normalised image features [B, D].
 
-    With a feature scale s (`ClipAgiqaConfig.feature_scale`) the head sees s [x; t], so the
-    folded layer is (s W_x) x + (W_t (s t) + b): the image weights and the text features are
-    scaled (s = 1: as released, nothing changes).
+    With feature scales s (image, `ClipAgiqaConfig.feature_scale`) and u (text,
+    `ClipAgiqaConfig.text_scale`) the head sees [s x; u t], so the folded layer is
+    (s W_x) x + (W_t (u t) + b) (s = u = 1: as released, nothing changes).
     """
     _prompt_learner(model)
     first, last = model.regression[1], model.regression[4]
     dim = model.embed_dim
-    scale = model.config.feature_scale
+    scale, text_scale = model.config.feature_scale, model.config.text_scale
     text = model.text_features().flatten()
     folded = nn.Linear(dim, first.out_features).to(first.weight.device)
     folded.weight.copy_(first.weight[:, :dim] if scale == 1.0 else first.weight[:, :dim] * scale)
-    folded.bias.copy_(first.bias + first.weight[:, dim:] @ (text if scale == 1.0 else text * scale))
+    folded.bias.copy_(first.bias + first.weight[:, dim:]
+                      @ (text if text_scale == 1.0 else text * text_scale))
     return nn.Sequential(folded, nn.ReLU(), copy.deepcopy(last)).eval()
 
 

@@ -20,6 +20,11 @@ about 1/sqrt(D), so with the released SGD lr 0.002 the head learns slowly and, o
 (D = 512), underfits (predictions in a narrow band); sqrt(D) restores inputs of order 1. In
 eval mode a scale s equals the scale-1 model whose first head Linear weight is multiplied by
 s, so it changes the optimisation only, not what the model can express.
+`text_feature_scale` (None: the same as `feature_scale`) scales the six text features apart:
+they are the same for every image, so at S = sqrt(D) their 6D inputs outweigh the image's D,
+and the head's input dropout turns them into image-independent noise of the same size; the
+lite setting chosen on the validation part keeps them at unit norm (1.0) and scales the image
+feature only (README, "What lite changes").
 
 Precision (`frozen_precision`):
 
@@ -79,15 +84,31 @@ class ClipAgiqaConfig:
     # the L2-normalised head input is multiplied by this before the head (a lite option, see
     # the module docstring); 1.0: as released (`clip_agiqa.py:214-223` feeds unit vectors)
     feature_scale: float = 1.0
+    # the text features' own scale (None: `feature_scale`, as both were scaled before the
+    # option existed); 1.0 with feature_scale sqrt(D) scales the image feature only
+    text_feature_scale: float | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
         self.feature_scale = checked_feature_scale(self.feature_scale)
+        if self.text_feature_scale is not None:
+            self.text_feature_scale = checked_feature_scale(self.text_feature_scale)
         if self.frozen_precision is not None and self.frozen_precision not in CLIP_PRECISIONS:
             raise AgiqaError(f"frozen_precision={self.frozen_precision!r} is not one of "
                              f"{sorted(CLIP_PRECISIONS)}")
         if self.n_ctx < 1:
             raise AgiqaError(f"n_ctx must be >= 1, got {self.n_ctx}")
+
+    @property
+    def text_scale(self) -> float:
+        """The factor the text features are multiplied by (`text_feature_scale`, or
+        `feature_scale` when it is None)."""
+        return self.feature_scale if self.text_feature_scale is None else self.text_feature_scale
+
+
+def _scaled(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """`x * scale`, and `x` itself at 1.0 (the release, bit for bit)."""
+    return x if scale == 1.0 else x * scale
 
 
 def checked_feature_scale(value: Any) -> float:
@@ -225,17 +246,22 @@ class ClipAgiqa(nn.Module):
         """Predicted MOS [B] from image features [B, D]; text features recomputed unless given.
 
         The head reads the normalised image feature (and the six normalised text features,
-        as released: `clip_agiqa.py:214-223`) times `config.feature_scale` (1.0: as released,
-        no multiplication; sqrt(D) gives inputs of order 1, see the module docstring).
+        as released: `clip_agiqa.py:214-223`) times `config.feature_scale` (the text features
+        times `config.text_scale`; 1.0: as released, no multiplication; sqrt(D) gives inputs
+        of order 1, see the module docstring).
         """
         x = self._normalize(image_features)  # [B, D] fp32
-        if self.prompt_learner is not None:
-            text = self.text_features() if text_features is None else text_features  # [n_cls, D]
-            x = torch.cat([x.unsqueeze(1), text.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
-            x = x.flatten(1)  # [B, (1 + n_cls) * D]
-        if self.config.feature_scale != 1.0:  # 1.0: the release, bit for bit
-            x = x * self.config.feature_scale
-        return self.regression(x).squeeze(-1)
+        if self.prompt_learner is None:
+            return self.regression(_scaled(x, self.config.feature_scale)).squeeze(-1)
+        text = self.text_features() if text_features is None else text_features  # [n_cls, D]
+        apart = self.config.text_feature_scale is not None
+        if apart:
+            x, text = _scaled(x, self.config.feature_scale), _scaled(text, self.config.text_scale)
+        x = torch.cat([x.unsqueeze(1), text.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+        x = x.flatten(1)  # [B, (1 + n_cls) * D]
+        # one scale for both: applied after the concatenation, as before `text_feature_scale`
+        # existed (the same gradients bit for bit, so those runs train as they did)
+        return self.regression(x if apart else _scaled(x, self.config.feature_scale)).squeeze(-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted MOS [B] from preprocessed images [B, 3, H, W]."""
@@ -282,10 +308,13 @@ def create_clip_agiqa(profile: str = "lite", config: ClipAgiqaConfig | None = No
 
 def _saved_config(config: ClipAgiqaConfig) -> dict[str, Any]:
     """The config as stored in a checkpoint; `feature_scale` only when it is not the released
-    1.0, so that default checkpoints keep the format earlier versions read."""
+    1.0 and `text_feature_scale` only when set, so that default checkpoints keep the format
+    earlier versions read."""
     fields = asdict(config)
     if fields["feature_scale"] == 1.0:
         del fields["feature_scale"]
+    if fields["text_feature_scale"] is None:
+        del fields["text_feature_scale"]
     return fields
 
 

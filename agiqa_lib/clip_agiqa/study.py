@@ -130,8 +130,9 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
 def _run_digest(data: ClipStudyData, config: ClipAgiqaConfig, train_config: Any) -> str:
     """Short hash of everything a training run depends on (its resumable state's folder).
 
-    The model config includes `feature_scale`, so a state trained at another scale is never
-    resumed; at the released 1.0 it is left out, so released runs keep their old digest.
+    The model config includes `feature_scale` and `text_feature_scale`, so a state trained at
+    other scales is never resumed; at the released 1.0 (and an unset text scale) they are left
+    out, so released runs keep their old digest.
     """
     digest = hashlib.sha256()
     augmented = data.features.augmented
@@ -139,6 +140,8 @@ def _run_digest(data: ClipStudyData, config: ClipAgiqaConfig, train_config: Any)
     model = asdict(config)
     if model["feature_scale"] == 1.0:  # the release: the digest of runs before the option
         del model["feature_scale"]
+    if model["text_feature_scale"] is None:  # likewise for runs before this option
+        del model["text_feature_scale"]
     digest.update(json.dumps([model, asdict(train_config), data.cfg.val_fraction,
                               data.bundle.model_id, list(data.features.test.shape),
                               None if augmented is None else list(augmented.shape)]
@@ -217,6 +220,7 @@ def records(table: pd.DataFrame, data: ClipStudyData,
             weights=cfg.weights, precision=cfg.precision,
             augmentation=cfg.augmentation_label if trained else None,
             feature_scale=cfg.feature_scale if trained else None,
+            text_feature_scale=cfg.text_feature_scale if trained else None,
             extra={"clip_model_id": data.bundle.model_id})
         pred = (predictions or {}).get((row["model"], row["selection"]))
         if pred is not None:

@@ -154,10 +154,14 @@ def train_clip_agiqa(model: nn.Module, batches: CachedFeatureBatches | ImageBatc
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     kind = getattr(batches, "kind", "cached")  # a cached run's state is not a fresh run's
-    scale = getattr(getattr(model, "config", None), "feature_scale", 1.0)  # nor another scale's
+    model_config = getattr(model, "config", None)  # nor another scale's
+    scale = getattr(model_config, "feature_scale", 1.0)
+    text_scale = getattr(model_config, "text_feature_scale", None)
     fingerprint = hashlib.sha256(json.dumps([asdict(config), sorted(eval_sets)]
                                             + ([] if kind == "cached" else [kind])
                                             + ([] if scale == 1.0 else [f"scale={scale}"])
+                                            + ([] if text_scale is None
+                                               else [f"text_scale={text_scale}"])
                                             ).encode())
     state = TrainingState(model, optimizer, fingerprint=fingerprint.hexdigest()[:16])
     if checkpoint_path:

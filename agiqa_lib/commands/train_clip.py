@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     say = print if group.is_main else (lambda *a, **k: None)  # launched: rank 0 prints
     say(f"profile {cfg.profile}, weights {cfg.weights}, precision {cfg.precision}, "
         f"augmentation {cfg.augmentation_label}, device {cfg.device}"
-        + ("" if cfg.feature_scale == 1.0 else f", feature_scale {cfg.feature_scale:g}"))
+        + ("" if cfg.feature_scale == 1.0 else f", feature_scale {cfg.feature_scale:g}")
+        + ("" if cfg.text_feature_scale is None
+           else f", text_feature_scale {cfg.text_feature_scale:g}"))
     if cfg.random_weights:
         say("RANDOM weights: a pipeline check, the numbers mean nothing")
     result = study.run(cfg)

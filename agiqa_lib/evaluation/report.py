@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agiqa_lib.evaluation.results import IDENTITY_DEFAULTS, IDENTITY_FIELDS, identity_value
+from agiqa_lib.evaluation.results import IDENTITY_FIELDS, NUMERIC_IDENTITY_FIELDS, identity_value
 
 # (paper model, dataset, target, SRCC, PLCC, source) exactly as the papers report them.
 PAPER_RESULTS = pd.DataFrame(
@@ -62,7 +62,7 @@ def _with_identity(results: pd.DataFrame) -> pd.DataFrame:
     for col in IDENTITY:
         if col not in frame:
             frame[col] = None
-    for col in IDENTITY_DEFAULTS:  # as ResultRecord.identity writes them ("-": released)
+    for col in NUMERIC_IDENTITY_FIELDS:  # as ResultRecord.identity writes them ("-": released)
         frame[col] = frame[col].astype(object).map(lambda v, col=col: identity_value(col, v))
     frame[IDENTITY] = frame[IDENTITY].astype(object).where(frame[IDENTITY].notna(), "-")
     return frame
@@ -109,7 +109,8 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             mask = (summary["model"] == paper.model) & (summary["dataset"] == paper.dataset) \
                 & (summary["protocol"] == PAPER_PROTOCOL[paper.model])
             mask &= summary["weights"] != "random"  # pipeline checks never face a paper
-            mask &= summary["feature_scale"] == "-"  # the released head input (1.0)
+            # the released head input (scale 1.0, no separate text scale)
+            mask &= (summary["feature_scale"] == "-") & (summary["text_feature_scale"] == "-")
             # a record without a target used the dataset's default target
             mask &= summary["target"].isin([paper.target, "-"])
             if paper.model in PAPER_VARIANT:

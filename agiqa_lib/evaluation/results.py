@@ -3,9 +3,10 @@
 Notebooks 01, 02 and 04 (and the CLI) add records; notebook 05 reads them all. A record's
 identity (`ResultRecord.identity`) says which run it describes; adding a record with the
 identity of an earlier one replaces it, so re-running a notebook never duplicates rows, and
-the report groups seeds by the same identity minus the seed. An identity field added later
-(`feature_scale`) reads as "-" at its released value, so records written before it existed
-and new records of the released setting share an identity.
+the report groups seeds by the same identity minus the seed. Identity fields added later
+(`feature_scale`, `text_feature_scale`) read as "-" at their released value (1.0; unset), so
+records written before they existed and new records of the released setting share an
+identity.
 
 Metric names are unambiguous: `plcc_raw` (Pearson on raw predictions) and `plcc_logistic`
 (after MA-AGIQA's 4-parameter logistic), `rmse_logistic`, `within_generator_srcc`,
@@ -28,10 +29,12 @@ import pandas as pd
 from agiqa_lib.core.io import atomic_path
 
 IDENTITY_FIELDS = ("model", "variant", "dataset", "target", "protocol", "profile", "weights",
-                   "seed", "selection", "evaluation", "feature_scale")
+                   "seed", "selection", "evaluation", "feature_scale", "text_feature_scale")
 # identity fields added after results files existed: their released value is no part of the
 # identity (reads "-", as a record without the field does), so old files still match
 IDENTITY_DEFAULTS: dict[str, Any] = {"feature_scale": 1.0}
+# identity fields holding numbers: written as floats (2 and 2.0 are one run), NaN reads "-"
+NUMERIC_IDENTITY_FIELDS = ("feature_scale", "text_feature_scale")
 METRIC_FIELDS = ("srcc", "krcc", "plcc_raw", "plcc_logistic", "rmse_logistic",
                  "within_generator_srcc", "within_prompt_srcc")
 
@@ -53,6 +56,7 @@ class ResultRecord:
     evaluation: str = "all_test"        # which test images (all_test, as_released_drop_last)
     feature_scale: float | None = None  # CLIP-AGIQA's head-input scale (1.0 as released;
                                         # None: not a trained CLIP-AGIQA head)
+    text_feature_scale: float | None = None  # its text features' own scale (None: the same)
     # metrics
     n: int = 0
     srcc: float = math.nan
@@ -123,15 +127,15 @@ class ResultRecord:
 
 
 def identity_value(key: str, value: Any) -> str:
-    """One identity field as text: "-" for None. A field of `IDENTITY_DEFAULTS` also reads "-"
-    when NaN (a table cell without it) or at its released value (so a record at feature_scale
-    1.0 matches one written before the field existed), else its number as a float (2 and 2.0
-    are one run)."""
+    """One identity field as text: "-" for None. A numeric field also reads "-" when NaN (a
+    table cell without it) or at its released value in `IDENTITY_DEFAULTS` (so a record at
+    feature_scale 1.0 matches one written before the field existed), else its number as a
+    float (2 and 2.0 are one run)."""
     if value is None:
         return "-"
-    if key in IDENTITY_DEFAULTS:
+    if key in NUMERIC_IDENTITY_FIELDS:
         number = float(value)
-        return "-" if math.isnan(number) or number == IDENTITY_DEFAULTS[key] else str(number)
+        return "-" if math.isnan(number) or number == IDENTITY_DEFAULTS.get(key) else str(number)
     return str(value)
 
 

@@ -1,0 +1,120 @@
+"""Which training setting should `lite` CLIP-AGIQA use? A val-only comparison.
+
+Each setting (feature scale S of the head input, the text features' own scale U, K cached
+augmented views or the fixed view alone when K = 0) trains CLIP-AGIQA and the image-only
+control with the released SGD recipe on the `clip_agiqa` train part minus the carved
+validation part (`clip_agiqa.train.carve_validation`, the part `best_on_val` uses), and is
+scored on that validation part only: no test row is ever evaluated, so the setting the
+README names as the lite one did not look at test numbers. An RBF SVR probe on the same
+fixed-view features, fitted on the same rows, is the reference line.
+
+    python benchmarks/select_lite_clip.py --root ../shared/data/AGIQA-3K \\
+        --settings 1:-:2 22.6:-:2 22.6:-:0 22.6:1:0 --epochs 50
+
+Prints one row per (setting, model): val SRCC at the last epoch, the best epoch's val SRCC
+and the last epoch's mean within-generator val SRCC, with the seconds each run took. Runs
+train two side by side on a 2-core CPU (`core.side_by_side`), each on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from agiqa_lib.backbones.clip import create_clip
+from agiqa_lib.clip_agiqa import study
+from agiqa_lib.clip_agiqa.baselines import svr_probe
+from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches
+from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+from agiqa_lib.clip_agiqa.model import ClipAgiqaConfig, create_clip_agiqa
+from agiqa_lib.clip_agiqa.train import (EvalSet, TrainConfig, carve_validation, predict,
+                                        train_clip_agiqa)
+from agiqa_lib.core import side_by_side
+
+
+def parse_setting(text: str) -> tuple[float, float | None, int]:
+    """"S:U:K" -> (feature scale, text scale or None for "-", augmented views)."""
+    scale, text_scale, views = text.split(":")
+    return float(scale), None if text_scale == "-" else float(text_scale), int(views)
+
+
+def within_generator(pred: np.ndarray, mos: np.ndarray, generators: np.ndarray) -> float:
+    """Mean over generators of the SRCC inside each generator."""
+    return float(np.nanmean([spearmanr(pred[generators == g], mos[generators == g])[0]
+                             for g in np.unique(generators)]))
+
+
+def val_run(views: torch.Tensor, fit_mos: np.ndarray, val_features: torch.Tensor,
+            val_mos: np.ndarray, val_generators: np.ndarray, setting: str, use_text: bool,
+            epochs: int, seed: int) -> dict:
+    """Train one model on the fit rows and score the validation rows (nothing else)."""
+    scale, text_scale, n_views = parse_setting(setting)
+    bundle = create_clip("lite", device="cpu", precision="fp32")
+    config = ClipAgiqaConfig(use_text=use_text, frozen_precision="fp32", feature_scale=scale,
+                             text_feature_scale=text_scale)
+    torch.manual_seed(seed)
+    model = create_clip_agiqa("lite", config, bundle=bundle)
+    train_config = TrainConfig(epochs=epochs, seed=seed)
+    batches = CachedFeatureBatches(views[:n_views] if n_views else views[-1:], fit_mos,
+                                   train_config.batch_size, seed)
+    start = time.perf_counter()
+    result = train_clip_agiqa(model, batches, {"val": EvalSet(val_features, val_mos)},
+                              train_config, progress=False)
+    model.load_trainable_state_dict(result.states["last"])
+    pred = predict(model, val_features)
+    history = result.history
+    return {"setting": setting, "model": "clip_agiqa" if use_text else "image_only_control",
+            "val_last": float(history["val_srcc"].iloc[-1]),
+            "val_best": float(history["val_srcc"].max()),
+            "best_epoch": int(history["val_srcc"].idxmax()) + 1,
+            "within_generator_last": within_generator(pred, val_mos, val_generators),
+            "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="agiqa3k")
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--settings", nargs="+", default=["1:-:2", "22.6:-:2", "22.6:-:0",
+                                                          "22.6:1:0"],
+                        help="S:U:K (feature scale : text scale or - : augmented views)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parallel-runs", type=int, default=0)
+    args = parser.parse_args()
+    max_views = max(parse_setting(s)[2] for s in args.settings)
+    cfg = ClipStudyConfig(dataset=args.dataset, root=args.root, profile="lite",
+                          n_aug_views=max_views, seed=args.seed, progress=True)
+    data = study.prepare(cfg)
+    fit, val = carve_validation(data.rows("train"), cfg.val_fraction, cfg.seed)
+    fixed = data.features.test
+    augmented = data.features.augmented
+    # [K + 1, n, D]: the augmented views of the fit rows, then their fixed view (K = 0 uses it)
+    parts = [] if augmented is None else [augmented[:, torch.as_tensor(fit)]]
+    views = torch.cat(parts + [fixed[torch.as_tensor(fit)].unsqueeze(0)])
+    mos, generators = data.mos, data.df["generator"].to_numpy()
+    val_features = fixed[torch.as_tensor(val)]
+    print(f"{args.dataset}: {len(fit)} fit rows, {len(val)} validation rows carved from the "
+          f"clip_agiqa train part (test never evaluated); {args.epochs} epochs, seed {args.seed}")
+    svr = svr_probe(fixed[torch.as_tensor(fit)], mos[fit], val_features, seed=args.seed)
+    print(f"SVR probe on the fixed view: val SRCC {spearmanr(svr, mos[val])[0]:.4f}, "
+          f"within-generator {within_generator(svr, mos[val], generators[val]):.4f}")
+    jobs = [(setting, use_text, args.epochs, args.seed)
+            for setting in args.settings for use_text in (True, False)]
+    processes = side_by_side.worker_count(args.parallel_runs, len(jobs), torch.device("cpu"))
+    results = side_by_side.run_side_by_side(
+        val_run, jobs, processes, shared=(views, mos[fit], val_features, mos[val],
+                                          generators[val]), desc="settings")
+    print("| S:U:K | model | val SRCC last | best (epoch) | within-generator last | s |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['setting']} | {r['model']} | {r['val_last']:.4f} | {r['val_best']:.4f} "
+              f"({r['best_epoch']}) | {r['within_generator_last']:.4f} | {r['seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
