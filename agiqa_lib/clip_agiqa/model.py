@@ -22,9 +22,9 @@ eval mode a scale s equals the scale-1 model whose first head Linear weight is m
 s, so it changes the optimisation only, not what the model can express.
 `text_feature_scale` (None: the same as `feature_scale`) scales the six text features apart:
 they are the same for every image, so at S = sqrt(D) their 6D inputs outweigh the image's D,
-and the head's input dropout turns them into image-independent noise of the same size; the
-lite setting chosen on the validation part keeps them at unit norm (1.0) and scales the image
-feature only (README, "What lite changes").
+and the head's input dropout turns them into image-independent noise about six times the
+image part's; the lite setting chosen on the validation part keeps them at unit norm (1.0) and
+scales the image feature only (README, "The `lite` CLIP-AGIQA setting").
 
 Precision (`frozen_precision`):
 
