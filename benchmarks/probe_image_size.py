@@ -31,6 +31,7 @@ from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.data.datasets import load_dataset
 from agiqa_lib.data.splits import make_split
+from agiqa_lib.evaluation.metrics import within_group_srcc_stats
 
 
 @torch.inference_mode()
@@ -55,9 +56,8 @@ def val_scores(features: np.ndarray, mos: np.ndarray, generators: np.ndarray,
     out = {}
     for name, model in (("ridge", RidgeCV(alphas=np.logspace(-1, 4, 16))), ("svr", SVR())):
         pred = model.fit(fit_x, mos[train]).predict(val_x)
-        within = [spearmanr(pred[generators[val] == g], mos[val][generators[val] == g])[0]
-                  for g in np.unique(generators[val])]
-        out[name] = (float(spearmanr(pred, mos[val])[0]), float(np.nanmean(within)))
+        within = within_group_srcc_stats(pred, mos[val], generators[val])["within_group_srcc"]
+        out[name] = (float(spearmanr(pred, mos[val])[0]), within)
     return out
 
 

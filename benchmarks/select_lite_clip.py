@@ -34,6 +34,7 @@ from agiqa_lib.clip_agiqa.model import ClipAgiqaConfig, create_clip_agiqa
 from agiqa_lib.clip_agiqa.train import (EvalSet, TrainConfig, carve_validation, predict,
                                         train_clip_agiqa)
 from agiqa_lib.core import side_by_side
+from agiqa_lib.evaluation.metrics import within_group_srcc_stats
 
 
 def parse_setting(text: str) -> tuple[float, float | None, int]:
@@ -43,9 +44,8 @@ def parse_setting(text: str) -> tuple[float, float | None, int]:
 
 
 def within_generator(pred: np.ndarray, mos: np.ndarray, generators: np.ndarray) -> float:
-    """Mean over generators of the SRCC inside each generator."""
-    return float(np.nanmean([spearmanr(pred[generators == g], mos[generators == g])[0]
-                             for g in np.unique(generators)]))
+    """Mean over generators of the SRCC inside each generator (as the study's records)."""
+    return within_group_srcc_stats(pred, mos, generators)["within_group_srcc"]
 
 
 def val_run(views: torch.Tensor, fit_mos: np.ndarray, val_features: torch.Tensor,

@@ -99,6 +99,17 @@ class ClipAgiqaConfig:
         if self.n_ctx < 1:
             raise AgiqaError(f"n_ctx must be >= 1, got {self.n_ctx}")
 
+    def stored_fields(self) -> dict[str, Any]:
+        """The fields as checkpoints and run digests record them: `feature_scale` only when it
+        is not the released 1.0 and `text_feature_scale` only when set, so that default
+        configs keep the form earlier versions wrote."""
+        fields = asdict(self)
+        if fields["feature_scale"] == 1.0:
+            del fields["feature_scale"]
+        if fields["text_feature_scale"] is None:
+            del fields["text_feature_scale"]
+        return fields
+
     @property
     def text_scale(self) -> float:
         """The factor the text features are multiplied by (`text_feature_scale`, or
@@ -306,18 +317,6 @@ def create_clip_agiqa(profile: str = "lite", config: ClipAgiqaConfig | None = No
     return model.to(device)
 
 
-def _saved_config(config: ClipAgiqaConfig) -> dict[str, Any]:
-    """The config as stored in a checkpoint; `feature_scale` only when it is not the released
-    1.0 and `text_feature_scale` only when set, so that default checkpoints keep the format
-    earlier versions read."""
-    fields = asdict(config)
-    if fields["feature_scale"] == 1.0:
-        del fields["feature_scale"]
-    if fields["text_feature_scale"] is None:
-        del fields["text_feature_scale"]
-    return fields
-
-
 def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
                     extra_metadata: dict[str, Any] | None = None) -> Path:
     """Save the trainable weights + everything `load_scorer` needs, as safetensors (atomic).
@@ -331,7 +330,7 @@ def save_checkpoint(model: ClipAgiqa, path: str | os.PathLike,
         "profile": str(getattr(bundle, "profile", "")),
         "weights": str(getattr(bundle, "weights", "pretrained")),  # "random": a pipeline check
         "precision": str(model.config.frozen_precision),
-        "config": json.dumps(_saved_config(model.config)),
+        "config": json.dumps(model.config.stored_fields()),
         "clip_kwargs": json.dumps(getattr(model, "clip_kwargs", {})),
         "clip_model_id": str(getattr(bundle, "model_id", "")),
         "extra": json.dumps(extra_metadata or {}, default=str),

@@ -132,18 +132,13 @@ def _run_digest(data: ClipStudyData, config: ClipAgiqaConfig, train_config: Any)
 
     The model config includes `feature_scale` and `text_feature_scale`, so a state trained at
     other scales is never resumed; at the released 1.0 (and an unset text scale) they are left
-    out, so released runs keep their old digest.
+    out (`ClipAgiqaConfig.stored_fields`), so released runs keep their old digest.
     """
     digest = hashlib.sha256()
     augmented = data.features.augmented
     fresh = ["fresh"] if data.cfg.fresh_views else []  # cached runs keep their old digest
-    model = asdict(config)
-    if model["feature_scale"] == 1.0:  # the release: the digest of runs before the option
-        del model["feature_scale"]
-    if model["text_feature_scale"] is None:  # likewise for runs before this option
-        del model["text_feature_scale"]
-    digest.update(json.dumps([model, asdict(train_config), data.cfg.val_fraction,
-                              data.bundle.model_id, list(data.features.test.shape),
+    digest.update(json.dumps([config.stored_fields(), asdict(train_config),
+                              data.cfg.val_fraction, data.bundle.model_id, list(data.features.test.shape),
                               None if augmented is None else list(augmented.shape)]
                              + fresh).encode())
     digest.update("|".join(map(str, data.split.tolist())).encode())
