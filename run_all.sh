@@ -44,6 +44,12 @@ Options:
                    training states and only evaluate, tabulate and plot. Logs: logs/launch_*.log
   --num-processes N  processes for --launcher accelerate (default: the GPU count with
                    --device cuda, else 2 CPU processes with gloo)
+  --also-protocol P  before notebook 05, train 02's and 04's models once more on split P
+                   (e.g. prompt_disjoint) with the same settings (\`agiqa train-clip\` and
+                   \`agiqa train-ma\` with each notebook's parameters and protocol=P, on the
+                   launcher above), into the same results.jsonl, so that notebook 05 sets P
+                   beside the random split (repeatable; only for the selected notebooks).
+                   Logs: logs/launch_*_P.log
   -h, --help       show this help
 
 Progress bars print one summary line per loop in the executed notebooks
@@ -54,7 +60,7 @@ USAGE
 dataset=demo; root=""; profile=lite; out=""; fast=False; device=cpu; only=(); extra=()
 publish=""
 weights=pretrained
-launcher=single; nproc=""
+launcher=single; nproc=""; also=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) dataset="$2"; shift 2 ;;
@@ -70,6 +76,7 @@ while [[ $# -gt 0 ]]; do
     --publish-to) mkdir -p "$2"; publish="$(cd "$2" && pwd)"; shift 2 ;;
     --launcher) launcher="$2"; shift 2 ;;
     --num-processes) nproc="$2"; shift 2 ;;
+    --also-protocol) also+=("$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -133,7 +140,7 @@ PY
 }
 launched() {  # name, agiqa arguments...: one heavy step on $nproc processes, logged
   local name="$1"; shift
-  echo "[run_all] launch $name on $nproc process(es) ..."
+  echo "[run_all] launch $name on ${nproc:-1} process(es) ..."
   local t0; t0=$(date +%s)
   if ! "${launch[@]}" -m agiqa_lib.cli "$@" >"$out/logs/launch_$name.log" 2>&1; then
     echo "[run_all] FAILED: launched $name; log: $out/logs/launch_$name.log" >&2
@@ -142,6 +149,7 @@ launched() {  # name, agiqa arguments...: one heavy step on $nproc processes, lo
   fi
   echo "[run_all] launch $name done in $(( $(date +%s) - t0 )) s"
 }
+launch=("$py")  # --launcher single: one process
 if [[ "$launcher" == accelerate ]]; then
   if [[ -z "$nproc" ]]; then
     nproc=2
@@ -168,8 +176,20 @@ if [[ "$launcher" == accelerate ]]; then
   fi
 fi
 
+other_protocols() {  # --also-protocol: 02's and 04's training on each further split
+  local protocol nb_cmd args item
+  for protocol in "${also[@]+"${also[@]}"}"; do
+    for nb_cmd in 02:train-clip 04:train-ma; do
+      selected "${nb_cmd%%:*}" || continue
+      args=(); while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params "${nb_cmd%%:*}")
+      launched "${nb_cmd#*:}_$protocol" "${nb_cmd#*:}" "$dataset" "${args[@]}" --param "protocol=$protocol"
+    done
+  done
+}
+
 for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb" .ipynb)"
+  [[ "${name:0:2}" == 05 ]] && other_protocols
   if [[ ${#only[@]} -gt 0 && ! " ${only[*]} " == *" ${name:0:2} "* ]]; then continue; fi
   nb_params=()
   for item in "${extra[@]+"${extra[@]}"}"; do

@@ -86,7 +86,9 @@ summary
 # A random split puts images of the same prompt (and the same generator) in train and test, so
 # part of a random-split SRCC is memorised prompt and generator identity. A prompt-disjoint
 # split removes the prompt shortcut; the generator-mean baseline row shows how far generator
-# identity alone goes.
+# identity alone goes. Notebooks 02 and 04 train on one split each; `run_all.sh
+# --also-protocol prompt_disjoint` trains their models once more on the prompt-disjoint split
+# (same settings), so that every trained model has a number in both columns.
 
 # %%
 report.protocol_comparison(results, metric="srcc")

@@ -26,7 +26,7 @@ def test_help_lists_options(tmp_path):
     proc = run_all("--help", tmp_path=tmp_path)
     assert proc.returncode == 0
     for option in ("--dataset", "--root", "--profile", "--out", "--fast", "--only", "--param",
-                   "--device", "--publish", "--publish-to"):
+                   "--device", "--publish", "--publish-to", "--also-protocol"):
         assert option in proc.stdout
 
 
@@ -85,7 +85,9 @@ def test_failing_notebook_is_named_and_stops_the_run(tmp_path):
 @pytest.mark.real_data
 def test_real_agiqa3k_subset_runs_end_to_end(agiqa3k_root, tmp_path):
     """CI smoke check on real data: every prompt of 12 prompts (all generators), notebooks
-    01-05 with the tiny profile and fast settings, then `agiqa score` on the checkpoint."""
+    01-05 with the tiny profile and fast settings, CLIP-AGIQA and MA-AGIQA trained once more
+    on the prompt-disjoint split (`--also-protocol`) for notebook 05, then `agiqa score` on
+    the checkpoint."""
     import pandas as pd
 
     scores = pd.read_csv(agiqa3k_root / "data.csv")
@@ -100,12 +102,21 @@ def test_real_agiqa3k_subset_runs_end_to_end(agiqa3k_root, tmp_path):
     out = tmp_path / "out"
     proc = run_all("--dataset", "agiqa3k", "--root", str(root), "--profile", "tiny", "--fast",
                    "--param", "04:variants=[maniqa, released_gate]", "--out", str(out),
-                   tmp_path=tmp_path)
+                   "--also-protocol", "prompt_disjoint", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(list((out / "notebooks").glob("0[1-5]_*.ipynb"))) == 5
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {"generator_mean", "clip_agiqa", "ma_agiqa", "maniqa"} <= {r["model"] for r in records}
     assert all(r["dataset"] == "agiqa3k" and r["n"] > 0 for r in records)
+    trained = {(r["model"], r["protocol"]) for r in records if r["model"] != "generator_mean"}
+    for model in ("clip_agiqa", "ma_agiqa", "maniqa"):  # each model on both splits
+        assert {(model, "clip_agiqa" if model == "clip_agiqa" else "ma_agiqa"),
+                (model, "prompt_disjoint")} <= trained, sorted(trained)
+    for name in ("train-clip", "train-ma"):
+        assert f"launch {name}_prompt_disjoint on 1 process(es)" in proc.stdout
+        assert (out / "logs" / f"launch_{name}_prompt_disjoint.log").is_file()
+    summary = nbformat.read(out / "notebooks" / "05_results.ipynb", as_version=4)
+    assert "prompt_disjoint" in json.dumps([c.get("outputs", []) for c in summary.cells])
 
     checkpoint = next((out / "checkpoints").glob("clip_agiqa_*.safetensors"))
     csv = tmp_path / "scores.csv"
