@@ -62,3 +62,38 @@ def test_one_profile_table_drives_architecture_and_training():
         train = train_config(name)
         assert all(getattr(train, k) == v for k, v in profile.ma_training.items())
     assert train_config("full").lr == 1e-5 and train_config("full").epochs == 30  # as released
+
+
+def test_scorer_checkpoints_of_two_splits_in_one_folder_have_their_own_names(tmp_path,
+                                                                               monkeypatch):
+    """A run on another split than the study's own (`run_all.sh --also-protocol`) saves its
+    scorer checkpoint under a name of its own, and the own split keeps the released names."""
+    from types import SimpleNamespace
+
+    from agiqa_lib.clip_agiqa import study as clip_study
+    from agiqa_lib.ma_agiqa import study as ma_study
+
+    clip = {p: ClipStudyConfig(protocol=p, out_dir=str(tmp_path), feature_scale=22.6)
+            for p in ("clip_agiqa", "prompt_disjoint")}
+    assert clip["clip_agiqa"].protocol_tag == ""
+    assert clip_study.checkpoint_path(clip["clip_agiqa"]).name == \
+        "clip_agiqa_demo_lite_scale22.6.safetensors"
+    assert clip_study.checkpoint_path(clip["prompt_disjoint"]).name == \
+        "clip_agiqa_demo_lite_prompt_disjoint_scale22.6.safetensors"
+
+    saved = {}
+
+    def fake_save(model, path, metadata):  # the name is what is tested, not the writer
+        saved[path.name] = metadata["protocol"]
+        return path
+
+    run = SimpleNamespace(variant="released_gate", seed=20, best_epoch=1, selection="last",
+                          model=torch.nn.Linear(1, 1), metrics={"all_test": {"srcc": 0.5}})
+    result = SimpleNamespace(runs=[run], run=lambda variant: run,
+                             data=SimpleNamespace(mllm_is_stand_in=True))
+    monkeypatch.setattr(ma_study, "save_checkpoint", fake_save)
+    for protocol in ("ma_agiqa", "prompt_disjoint"):
+        ma_study.save_scorer_checkpoint(result, MAStudyConfig(protocol=protocol,
+                                                              out_dir=str(tmp_path)))
+    assert saved == {"ma_agiqa_demo_lite.safetensors": "ma_agiqa",
+                     "ma_agiqa_demo_lite_prompt_disjoint.safetensors": "prompt_disjoint"}

@@ -279,6 +279,7 @@ def save_study_tables(table: pd.DataFrame, runs: dict[str, SelectionRun], folder
 
 def checkpoint_path(cfg: ClipStudyConfig) -> Path:
     """Where the study saves its CLIP-AGIQA checkpoint (random-weight runs: `..._random`;
-    a feature scale other than the released 1.0: `..._scale{s}`)."""
-    return (cfg.out / "checkpoints" /
-            f"clip_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}{cfg.scale_tag}.safetensors")
+    a split other than `clip_agiqa`: `..._{protocol}`; a feature scale other than the released
+    1.0: `..._scale{s}`)."""
+    return (cfg.out / "checkpoints" / f"clip_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}"
+                                      f"{cfg.protocol_tag}{cfg.scale_tag}.safetensors")

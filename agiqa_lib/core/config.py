@@ -184,3 +184,11 @@ class StudyConfig:
     def weights_tag(self) -> str:
         """"_random" for random-weight runs (file and folder names), else ""."""
         return "_random" if self.random_weights else ""
+
+    @property
+    def protocol_tag(self) -> str:
+        """"_<protocol>" when the split is not the study's own (its `protocol` default), else
+        "": file names that would otherwise be shared by runs on two splits of one output
+        folder (the scorer checkpoints; `run_all.sh --also-protocol`)."""
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "protocol")
+        return "" if self.protocol == default else f"_{self.protocol}"

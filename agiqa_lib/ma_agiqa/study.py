@@ -184,7 +184,7 @@ def _attach(result: RunResult, weights: bytes, data: PreparedData,
 def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
                            variant: str | None = None) -> Path:
     """Save one run's model as `{out_dir}/checkpoints/ma_agiqa_{dataset}_{profile}.safetensors`
-    (`..._random.safetensors` for random weights).
+    (`..._random` for random weights, `..._{protocol}` for a split other than `ma_agiqa`).
 
     Default: the released-gate run if trained, else the first run. Loadable by
     `ma_agiqa.model.load_scorer` (and `agiqa score`). In a launched run (collective) rank 0
@@ -194,7 +194,7 @@ def save_scorer_checkpoint(study: StudyResult, cfg: MAStudyConfig,
     variant = variant or ("released_gate" if "released_gate" in variants else variants[0])
     chosen = study.run(variant)
     path = (cfg.out / "checkpoints" /
-            f"ma_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}.safetensors")
+            f"ma_agiqa_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}{cfg.protocol_tag}.safetensors")
     test = chosen.metrics["all_test"]
     with distributed.main_process_first() as main:
         if main:
