@@ -154,14 +154,14 @@ def test_full_random_run_all_end_to_end(agiqa3k_root, tmp_path):
     assert "random" not in set(comparison["weights"].dropna())  # never set beside a paper
 
     checkpoints = sorted((out / "checkpoints").glob("*.safetensors"))
-    names = {p.name for p in checkpoints}
-    assert {"clip_agiqa_agiqa3k_full_random.safetensors",
+    names = {p.name for p in checkpoints}  # CLIP on another split than its own: _ma_agiqa
+    assert {"clip_agiqa_agiqa3k_full_random_ma_agiqa.safetensors",
             "ma_agiqa_agiqa3k_full_random.safetensors"} <= names
     images = tmp_path / "to_score"
     images.mkdir()
     for name in sorted(os.listdir(root / "images"))[:2]:
         (images / name).symlink_to(root / "images" / name)
-    for checkpoint in (out / "checkpoints" / "clip_agiqa_agiqa3k_full_random.safetensors",
+    for checkpoint in (out / "checkpoints" / "clip_agiqa_agiqa3k_full_random_ma_agiqa.safetensors",
                        out / "checkpoints" / "ma_agiqa_agiqa3k_full_random.safetensors"):
         meta = read_metadata(checkpoint)
         assert meta["weights"] == "random", meta
