@@ -119,6 +119,16 @@ def test_scheduler_steps_every_iteration_and_resume_matches(tmp_path):
     # the selected epoch is the best val SRCC + PLCC
     score = whole.history["val_srcc"] + whole.history["val_plcc"]
     assert whole.best_epoch == int(whole.history["epoch"][score.idxmax()])
+    # a finished run read again (a rerun notebook) reports the time training took, not the
+    # time of reading it: the state keeps the wall time of its epochs
+    from agiqa_lib.core.checkpoints import read_checkpoint
+
+    saved = float(read_checkpoint(tmp_path / "a" / "last.safetensors")[1]["seconds"])
+    assert 0 < saved <= whole.seconds
+    again = train_run(new_model(data, "released_gate", 0), data, cfg, tmp_path / "a",
+                      progress=False)
+    assert again.seconds > saved
+    pd.testing.assert_frame_equal(again.history, whole.history)
 
 
 @pytest.mark.parametrize("mode", ["off", "text", "summary"])

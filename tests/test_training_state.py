@@ -68,6 +68,25 @@ def test_killed_run_resumes_to_the_same_weights_history_and_snapshot(tmp_path):
     assert resumed.scheduler.state_dict() == whole.scheduler.state_dict()
 
 
+def test_the_run_time_is_kept_across_sessions(tmp_path):
+    """`seconds` (what a resumed run reports as its training time) is saved and restored; a
+    state written before it was kept restores as 0."""
+    from agiqa_lib.core.checkpoints import read_checkpoint, write_checkpoint
+
+    path = tmp_path / "last.safetensors"
+    state = _state()
+    _train(state, 2)
+    state.seconds = 123.5
+    state.save(path)
+    resumed = _state()
+    assert resumed.restore(path) and resumed.seconds == 123.5
+    tensors, meta = read_checkpoint(path)
+    meta.pop("seconds")
+    write_checkpoint(path, tensors, meta)
+    older = _state()
+    assert older.restore(path) and older.epochs_done == 2 and older.seconds == 0.0
+
+
 def test_another_run_starts_over_and_says_so(tmp_path, caplog):
     path = tmp_path / "last.safetensors"
     _train(_state("run-a"), 2, path)

@@ -44,6 +44,7 @@ class TrainingState:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, tuple[int, float]] = {}  # rule -> (epoch, score)
         self.snapshots: dict[str, dict[str, torch.Tensor]] = {}
+        self.seconds = 0.0  # wall time the run has taken so far, over every resumed session
 
     @property
     def epochs_done(self) -> int:
@@ -110,6 +111,7 @@ class TrainingState:
             tensors.update({f"best/{rule}/{k}": v for k, v in snapshot.items()})
         meta = {"format": FORMAT, "fingerprint": self.fingerprint,
                 "history": json.dumps(self.history), "best": json.dumps(self.best),
+                "seconds": repr(float(self.seconds)),
                 "param_groups": json.dumps(opt["param_groups"]),
                 "scheduler": json.dumps(self.scheduler.state_dict() if self.scheduler else None)}
         write_checkpoint(path, {k: v.contiguous() for k, v in tensors.items()}, meta)
@@ -148,5 +150,6 @@ class TrainingState:
             self.scheduler.load_state_dict(scheduler)
         self.history = json.loads(meta["history"])
         self.best = {k: (int(v[0]), float(v[1])) for k, v in json.loads(meta["best"]).items()}
+        self.seconds = float(meta.get("seconds", 0.0))  # states saved before it was kept: 0
         log.info("resuming %s after epoch %d", path, self.epochs_done)
         return True

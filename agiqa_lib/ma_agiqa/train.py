@@ -150,7 +150,7 @@ class RunResult:
     metrics: dict[str, dict[str, Any]]      # evaluation name -> evaluate() dict
     predictions: pd.DataFrame               # test rows: name, generator, mos, pred, gate_*
     model: MAAGIQA
-    seconds: float
+    seconds: float                          # wall time of the run, over every resumed session
     selection: str = SELECTION              # best_on_val or best_on_val_as_released
     notes: list[str] = field(default_factory=list)
 
@@ -211,6 +211,7 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
     last = Path(run_dir) / "last.safetensors" if run_dir is not None else None
     if last is not None:
         state.restore(last)
+    earlier = state.seconds  # a resumed run's time before this session
     items = MAItems(data, train_rows, model.cfg.maniqa.grid, cfg.seed,
                     augmentation=(cfg.aug_prob, cfg.flip),
                     transform=model.image_transform())
@@ -253,6 +254,7 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
         if as_released and not score > 0:  # the released best score starts at 0
             score = float("nan")  # never an improvement
         state.record(row, {selection: score})
+        state.seconds = earlier + time.perf_counter() - start
         if last is not None:
             state.save(last)
     if parallel is not None:
@@ -269,7 +271,7 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
                      f"no epoch had a finite val score; the last epoch ({best_epoch}) was tested")
         warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
     result = _test(model, data, cfg, state.history, best_epoch, test_rows,
-                   time.perf_counter() - start)
+                   earlier + time.perf_counter() - start)
     result.selection, result.notes = selection, notes + result.notes
     return result
 
