@@ -149,6 +149,12 @@ launched() {  # name, agiqa arguments...: one heavy step on $nproc processes, lo
   fi
   echo "[run_all] launch $name done in $(( $(date +%s) - t0 )) s"
 }
+trained() {  # NN command name [agiqa arguments...]: notebook NN's training (train-clip or
+  # train-ma) with that notebook's own settings (cli_params), launched as name
+  local nb="$1" cmd="$2" name="$3" item args=(); shift 3
+  while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params "$nb")
+  launched "$name" "$cmd" "$dataset" "${args[@]}" "$@"
+}
 launch=("$py")  # --launcher single: one process
 if [[ "$launcher" == accelerate ]]; then
   if [[ -z "$nproc" ]]; then
@@ -159,10 +165,7 @@ if [[ "$launcher" == accelerate ]]; then
           --mixed_precision no --dynamo_backend no)
   # --multi_gpu picks accelerate's torchrun-based launcher; with --device cpu the processes use gloo
   (( nproc > 1 )) && launch+=(--multi_gpu)
-  if selected 02; then
-    args=(); while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params 02)
-    launched train-clip train-clip "$dataset" "${args[@]}"
-  fi
+  if selected 02; then trained 02 train-clip train-clip; fi
   if selected 03 && [[ "$fast" == False && "$weights" == pretrained ]]; then
     args=(--profile "$profile" --device "$device"); [[ -n "$root" ]] && args+=(--root "$root")
     while IFS= read -r -d '' item; do
@@ -170,35 +173,25 @@ if [[ "$launcher" == accelerate ]]; then
     done < <(params_of 03)
     launched semantic semantic extract "$dataset" "${args[@]}"
   fi
-  if selected 04; then
-    args=(); while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params 04)
-    launched train-ma train-ma "$dataset" "${args[@]}"
-  fi
+  if selected 04; then trained 04 train-ma train-ma; fi
 fi
 
 other_protocols() {  # --also-protocol: 02's and 04's training on each further split
-  local protocol nb_cmd args item
+  local protocol
   for protocol in "${also[@]+"${also[@]}"}"; do
-    for nb_cmd in 02:train-clip 04:train-ma; do
-      selected "${nb_cmd%%:*}" || continue
-      args=(); while IFS= read -r -d '' item; do args+=(--param "$item"); done < <(cli_params "${nb_cmd%%:*}")
-      launched "${nb_cmd#*:}_$protocol" "${nb_cmd#*:}" "$dataset" "${args[@]}" --param "protocol=$protocol"
-    done
+    if selected 02; then trained 02 train-clip "train-clip_$protocol" --param "protocol=$protocol"; fi
+    if selected 04; then trained 04 train-ma "train-ma_$protocol" --param "protocol=$protocol"; fi
   done
 }
 
 for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb" .ipynb)"
-  [[ "${name:0:2}" == 05 ]] && other_protocols
-  if [[ ${#only[@]} -gt 0 && ! " ${only[*]} " == *" ${name:0:2} "* ]]; then continue; fi
+  if [[ "${name:0:2}" == 05 ]]; then other_protocols; fi
+  selected "${name:0:2}" || continue
   nb_params=()
-  for item in "${extra[@]+"${extra[@]}"}"; do
-    if [[ "$item" =~ ^([0-9][0-9]):(.*)$ ]]; then
-      [[ "${BASH_REMATCH[1]}" == "${name:0:2}" ]] || continue
-      item="${BASH_REMATCH[2]}"
-    fi
+  while IFS= read -r -d '' item; do
     nb_params+=(-y "${item%%=*}: ${item#*=}")  # YAML value: 20, cuda, [a, b], null
-  done
+  done < <(params_of "${name:0:2}")
   echo "[run_all] $name ($dataset, $profile) ..."
   t0=$(date +%s)
   if ! (cd "$here/notebooks" && "$py" -m papermill "$nb" "$out/notebooks/$name.ipynb" \
