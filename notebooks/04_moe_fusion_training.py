@@ -109,18 +109,19 @@ if data.mllm_is_stand_in:
 # the counts equal the released model's: 121,211,958 parameters reach the output.
 
 # %%
-model = new_model(data, "released_gate", seed=cfg.seeds[0])
+model = new_model(data, inspect.showcase_variant(data), seed=cfg.seeds[0])
 viz.parameter_table(model)
 
 # %% [markdown]
 # ### 2a · One batch through the model, stage by stage
 #
-# Four training images go through the untrained released-gate model. Each row is one module
-# as it runs, with the shape it received and the shape it returned (batch first). A TABlock
-# treats each *channel* as a token: its attention map is channels x channels, and its input
-# and output keep the layout `[B, C, N]` (N token positions on the grid). The conv and Swin
-# stages work on the grid `[B, C, H, W]`; the two heads give one `f` and one `w` per position.
-# The fusion rows show the three 'experts' and the gate.
+# Four training images go through the untrained released-gate model (MANIQA alone when no
+# chosen variant fuses the semantic vectors, which are then not prepared). Each row is one
+# module as it runs, with the shape it received and the shape it returned (batch first). A
+# TABlock treats each *channel* as a token: its attention map is channels x channels, and its
+# input and output keep the layout `[B, C, N]` (N token positions on the grid). The conv and
+# Swin stages work on the grid `[B, C, H, W]`; the two heads give one `f` and one `w` per
+# position. The fusion rows show the three 'experts' and the gate.
 
 # %%
 inputs, semantic = inspect.example_batch(data, n=4)

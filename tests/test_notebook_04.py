@@ -33,3 +33,24 @@ def test_notebook_on_demo_tiny_fast(tmp_path, monkeypatch):
 
     meta = read_metadata(checkpoint)
     assert meta["agiqa_model"] == "ma_agiqa" and meta["variant"] == "released_gate"
+
+
+@pytest.mark.slow
+def test_notebook_with_maniqa_alone(tmp_path, monkeypatch):
+    """No variant fuses the semantic vectors, so none are prepared: the notebook shows MANIQA
+    alone where it would show the released gate, and scores with a MANIQA checkpoint."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out_dir = tmp_path / "outputs"
+    results = tmp_path / "results.jsonl"
+    executed = execute("04_moe_fusion_training", tmp_path / "04_executed.ipynb", tmp_path,
+                       dataset="demo", profile="tiny", fast=True, variants=["maniqa"],
+                       out_dir=str(out_dir), results_path=str(results))
+    check_clean_run(executed, out_dir, ["04_lr_schedule", "04_training_curves",
+                                        "04_pred_vs_mos"])
+    text = output_text(executed)
+    assert "tablock1[0]" in text and "fusion" not in text.split("c0·n0")[0]
+    assert set(load_results(results)["model"]) == {"maniqa"}
+    from agiqa_lib.core.checkpoints import read_metadata
+
+    meta = read_metadata(out_dir / "checkpoints" / "ma_agiqa_demo_tiny.safetensors")
+    assert meta["variant"] == "maniqa"

@@ -1,5 +1,7 @@
 """Look inside MA-AGIQA (notebook 04): stage shapes, the released TABlock reshape, the gate.
 
+- `showcase_variant(data)`: the variant the notebook dissects (the released gate when the
+  semantic vectors are prepared, MANIQA alone otherwise).
 - `example_batch(data, n)`: the first `n` training inputs (cached tokens or images) and
   their semantic vectors, ready for the model.
 - `trace_maniqa(model, inputs, semantic)`: one batch through the model; one row per stage
@@ -22,6 +24,13 @@ from agiqa_lib.ma_agiqa.config import TrainConfig
 from agiqa_lib.ma_agiqa.data import MAItems, PreparedData
 from agiqa_lib.ma_agiqa.model import MAAGIQA
 from agiqa_lib.ma_agiqa.train import RunResult, predict
+
+
+def showcase_variant(data: PreparedData) -> str:
+    """The variant notebook 04 takes apart: the released gate when `data` holds the semantic
+    vectors (some chosen variant fuses them), else MANIQA alone (the vectors were not
+    prepared, so no fused model can run)."""
+    return "released_gate" if data.semantic is not None else "maniqa"
 
 
 def example_batch(data: PreparedData, n: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
