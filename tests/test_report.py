@@ -39,6 +39,28 @@ def test_add_replaces_same_identity_and_keeps_others(tmp_path):
         add_records([{"model": "x"}], path)
 
 
+def _add_seeds(path, seeds) -> None:
+    for seed in seeds:
+        add_records([_record(seed, 0.5)], path)
+
+
+def test_writers_at_the_same_time_keep_each_others_records(tmp_path):
+    """Several processes adding records to one file (run_all.sh's notebook lanes): none lost."""
+    import multiprocessing
+
+    path = tmp_path / "r.jsonl"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_add_seeds, args=(path, range(i * 100, i * 100 + 25)))
+               for i in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert sorted(load_results(path)["seed"]) == [s for i in range(3)
+                                                  for s in range(i * 100, i * 100 + 25)]
+
+
 def test_from_metrics_names_every_metric_unambiguously():
     metrics = {"srcc": 0.8, "krcc": 0.6, "plcc": 0.7, "plcc_logistic": 0.75,
                "rmse_logistic": 0.4, "n": 10, "fit": "logistic", "within_group_srcc": 0.3,

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from agiqa_lib.core.io import atomic_path
+from agiqa_lib.core.io import atomic_path, exclusive_lock
 
 IDENTITY_FIELDS = ("model", "variant", "dataset", "target", "protocol", "profile", "weights",
                    "seed", "selection", "evaluation", "feature_scale", "text_feature_scale")
@@ -152,16 +152,24 @@ def default_results_path() -> Path:
 
 
 def add_records(records: Iterable[ResultRecord], path: str | os.PathLike | None = None) -> Path:
-    """Add records to the results file (atomically); a record replaces one of the same identity."""
+    """Add records to the results file (atomically); a record replaces one of the same identity.
+
+    Read, merge and write happen under the file's lock (`{name}.lock` beside it), so studies
+    that write one results file at the same time (run_all.sh's notebook lanes, two CLI runs)
+    keep each other's records.
+    """
     path = Path(path) if path is not None else default_results_path()
     new = list(records)
     if not all(isinstance(r, ResultRecord) for r in new):
         raise TypeError("add_records takes ResultRecord objects")
     keys = {r.identity for r in new}
-    kept = [r for r in read_records(path) if r.identity not in keys]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r.to_dict(), default=str) + "\n"
-                               for r in kept + new))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(path.with_name(path.name + ".lock"),
+                        f"waiting for another process writing {path}"):
+        kept = [r for r in read_records(path) if r.identity not in keys]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(r.to_dict(), default=str) + "\n"
+                                   for r in kept + new))
     return path
 
 
