@@ -45,7 +45,7 @@ def _add_seeds(path, seeds) -> None:
 
 
 def test_writers_at_the_same_time_keep_each_others_records(tmp_path):
-    """Several processes adding records to one file (run_all.sh's notebook lanes): none lost."""
+    """Several processes adding records to one file at the same time: none is lost."""
     import multiprocessing
 
     path = tmp_path / "r.jsonl"

@@ -155,8 +155,8 @@ def add_records(records: Iterable[ResultRecord], path: str | os.PathLike | None 
     """Add records to the results file (atomically); a record replaces one of the same identity.
 
     Read, merge and write happen under the file's lock (`{name}.lock` beside it), so studies
-    that write one results file at the same time (run_all.sh's notebook lanes, two CLI runs)
-    keep each other's records.
+    that write one results file at the same time (two `agiqa train-*` runs, or a notebook
+    beside a CLI run) keep each other's records.
     """
     path = Path(path) if path is not None else default_results_path()
     new = list(records)
