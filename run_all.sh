@@ -23,7 +23,7 @@ Options:
                    architecture (ViT-B/16 CLIP, ViT-B/8 MANIQA; for the MLLM the tiny random
                    mPLUG-Owl2 through the full loader) with random weights, no download: a
                    pipeline check, labelled random in every record and checkpoint
-  --fast           tiny settings in every notebook (smoke test, about a minute)
+  --fast           tiny settings in every notebook (smoke test, 2-3 min on a 2-core CPU)
   --only NN        run only notebooks whose number is NN (repeatable, e.g. --only 02)
   --device DEV     cpu (default) or cuda
   --param [NN:]NAME=VALUE
