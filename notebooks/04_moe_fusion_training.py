@@ -216,9 +216,9 @@ viz.save_figure(fig, "04_pred_vs_mos", cfg.out_dir);
 # %% [markdown]
 # ## 8 · A checkpoint for scoring new images
 #
-# The released-gate model is saved as safetensors (weights + config in the metadata).
-# `load_scorer` rebuilds it and computes the semantic vectors of new images with the same MLLM
-# profile; `agiqa score` uses the same path.
+# The released-gate model (else the first variant trained) is saved as safetensors (weights +
+# config in the metadata). `load_scorer` rebuilds it and, for a fused variant, computes the
+# semantic vectors of new images with the same MLLM profile; `agiqa score` uses the same path.
 
 # %%
 path = study.save_scorer_checkpoint(result, cfg)
