@@ -13,6 +13,7 @@ a setting is chosen on val, never on test.
     python benchmarks/probe_finetune_lite0.py cache                 # blocks[5] maps, once
     python benchmarks/probe_finetune_lite0.py frozen --threads 1 &  # the two arms side by side
     python benchmarks/probe_finetune_lite0.py tuned --threads 1
+    python benchmarks/probe_finetune_lite0.py tuned --block-lr 1e-5 --threads 1  # block's own lr
 """
 
 from __future__ import annotations
