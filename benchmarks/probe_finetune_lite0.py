@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from scipy import stats
 from agiqa_lib.backbones.iqa_backbone import _to_grid, image_transform
 from agiqa_lib.backbones.weights import create_lite0
 from agiqa_lib.core.io import atomic_path, open_rgb
+from agiqa_lib.core.paths import cache_dir, shared_agiqa3k_root
 from agiqa_lib.core.progress import progress_bar
 from agiqa_lib.ma_agiqa import study
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
@@ -71,9 +71,9 @@ def cache_maps(data, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("arm", choices=("cache", "frozen", "tuned"))
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared"
-                                              / "data" / "AGIQA-3K"))
-    parser.add_argument("--maps", default=os.path.expanduser("~/.cache/agiqa-study/probe_b5.pt"))
+    parser.add_argument("--root", default=shared_agiqa3k_root(),
+                        help="AGIQA-3K folder (default: ../shared/data/AGIQA-3K when present)")
+    parser.add_argument("--maps", default=str(cache_dir() / "probe_b5.pt"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--block-lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=None)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import torch
 
+from agiqa_lib.core.paths import shared_agiqa3k_root
 from agiqa_lib.ma_agiqa import study
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.train import new_model, train_run
@@ -26,8 +26,8 @@ from agiqa_lib.ma_agiqa.train import new_model, train_run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("arm", choices=("512", "512+224"))
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared"
-                                              / "data" / "AGIQA-3K"))
+    parser.add_argument("--root", default=shared_agiqa3k_root(),
+                        help="AGIQA-3K folder (default: ../shared/data/AGIQA-3K when present)")
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
