@@ -15,7 +15,7 @@ from agiqa_lib.clip_agiqa.model import ClipAgiqaConfig
 from agiqa_lib.core.checkpoints import (config_from_json, parse_json_field, read_checkpoint,
                                         read_metadata, write_checkpoint)
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import save_tensors
+from agiqa_lib.core.tensor_io import save_tensors
 from agiqa_lib.ma_agiqa.model import MAAGIQAConfig, create_ma_agiqa, load_model, save_checkpoint
 from agiqa_lib.scoring import load_scorer
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from agiqa_lib.core.checkpoints import read_metadata
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import save_tensors
+from agiqa_lib.core.tensor_io import save_tensors
 from agiqa_lib.scoring import collect_images, load_scorer, score_images
 
 

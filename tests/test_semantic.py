@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import load_tensors, read_json, write_json
+from agiqa_lib.core.io import read_json, write_json
+from agiqa_lib.core.tensor_io import load_tensors
 from agiqa_lib.backbones.semantic_encoder import SemanticEncoder
 from agiqa_lib.ma_agiqa.semantic import (QUESTIONS, OfficialVectorsSource, cache_official_vectors,
                                 extract_semantic_vectors, import_official_vectors,

@@ -102,12 +102,12 @@ def test_a_failed_save_leaves_the_previous_state_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
     state = _state()
     _train(state, 1, path)
-    import agiqa_lib.core.io as io
+    import agiqa_lib.core.tensor_io as tensor_io
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "save_file", broken)
+    monkeypatch.setattr(tensor_io, "save_file", broken)
     with pytest.raises(OSError):
         _train(state, 2, path)
     monkeypatch.undo()

@@ -24,7 +24,7 @@ from safetensors import safe_open
 
 from agiqa_lib import __version__
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.io import load_tensors, save_tensors
+from agiqa_lib.core.tensor_io import load_tensors, save_tensors
 
 VERSION_KEY = "agiqa_version"
 ZIP_MAGIC = b"PK\x03\x04"       # torch.save since PyTorch 1.6 writes a zip archive

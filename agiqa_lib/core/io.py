@@ -19,11 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import load as load_bytes
-from safetensors.torch import load_file, save_file
-from safetensors.torch import save as save_bytes
 
 from agiqa_lib.core.errors import AgiqaError
 
@@ -61,32 +57,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
-
-
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> None:
-    """Save a dict of tensors as safetensors, atomically (contiguous CPU copies)."""
-    with atomic_path(path) as tmp:
-        save_file(_cpu_contiguous(tensors), str(tmp), metadata=metadata)
-
-
-def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    """A dict of tensors as safetensors bytes (e.g. weights sent back by a worker process)."""
-    return save_bytes(_cpu_contiguous(tensors))
-
-
-def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    """The dict of tensors of `tensors_to_bytes` (no pickle involved)."""
-    return load_bytes(data)
-
-
-def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-
-
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file onto the CPU (no pickle involved)."""
-    return load_file(str(path), device="cpu")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from agiqa_lib.core import distributed, side_by_side
-from agiqa_lib.core.io import tensors_from_bytes, tensors_to_bytes
+from agiqa_lib.core.tensor_io import tensors_from_bytes, tensors_to_bytes
 
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
