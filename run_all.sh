@@ -23,7 +23,7 @@ Options:
                    architecture (ViT-B/16 CLIP, ViT-B/8 MANIQA; for the MLLM the tiny random
                    mPLUG-Owl2 through the full loader) with random weights, no download: a
                    pipeline check, labelled random in every record and checkpoint
-  --fast           tiny settings in every notebook (smoke test, 2-3 min on a 2-core CPU)
+  --fast           tiny settings in every notebook (smoke test, 1-2 min on a 2-core CPU)
   --only NN        run only notebooks whose number is NN (repeatable, e.g. --only 02)
   --device DEV     cpu (default) or cuda
   --param [NN:]NAME=VALUE
@@ -184,25 +184,25 @@ other_protocols() {  # --also-protocol: 02's and 04's training on each further s
   done
 }
 
+pending=()  # the notebooks to run next, as scripts/run_notebooks.py jobs
+run_jobs() {  # run the pending notebooks in one Python process; it stops at the first failure
+  (( ${#pending[@]} == 0 )) && return 0
+  (cd "$here/notebooks" && "$py" "$here/scripts/run_notebooks.py" "${pending[@]}") || exit 1
+  pending=()
+}
+echo "[run_all] $dataset, $profile: notebooks in $out/notebooks, logs in $out/logs"
 for nb in "$here"/notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb" .ipynb)"
-  if [[ "${name:0:2}" == 05 ]]; then other_protocols; fi
+  if [[ "${name:0:2}" == 05 && ${#also[@]} -gt 0 ]]; then run_jobs; other_protocols; fi
   selected "${name:0:2}" || continue
   nb_params=()
   while IFS= read -r -d '' item; do
     nb_params+=(-y "${item%%=*}: ${item#*=}")  # YAML value: 20, cuda, [a, b], null
   done < <(params_of "${name:0:2}")
-  echo "[run_all] $name ($dataset, $profile) ..."
-  t0=$(date +%s)
-  if ! (cd "$here/notebooks" && "$py" -m papermill "$nb" "$out/notebooks/$name.ipynb" \
-          "${params[@]}" "${nb_params[@]+"${nb_params[@]}"}" --cwd "$here/notebooks" --log-output >"$out/logs/$name.log" 2>&1); then
-    cell="$(grep -m1 -o 'Exception encountered at "[^"]*"' "$out/logs/$name.log" || true)"
-    echo "[run_all] FAILED: $name${cell:+ (${cell/Exception encountered at/cell})}; log: $out/logs/$name.log" >&2
-    tail -n 25 "$out/logs/$name.log" >&2
-    exit 1
-  fi
-  echo "[run_all] $name done in $(( $(date +%s) - t0 )) s"
+  pending+=(::job "$name" "$out/logs/$name.log" "$nb" "$out/notebooks/$name.ipynb"
+         "${params[@]}" "${nb_params[@]+"${nb_params[@]}"}" --cwd "$here/notebooks" --log-output)
 done
+run_jobs
 echo "[run_all] all notebooks done in $(( $(date +%s) - start )) s; outputs in $out"
 echo "[run_all] results: $out/results.jsonl; figures: $out/figures"
 if [[ -n "$publish" ]]; then

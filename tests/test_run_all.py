@@ -49,6 +49,9 @@ def test_fast_demo_run_of_01_and_05_writes_and_publishes_notebooks(tmp_path):
     assert {r["dataset"] for r in records} == {"demo"}
     for name in names:  # a clean run: no warnings in the executed notebooks
         assert warning_lines(nbformat.read(out / "notebooks" / name, as_version=4)) == []
+    for name, other in zip(names, names[::-1]):  # one process ran both: each log is its own
+        log = (out / "logs" / name).with_suffix(".log").read_text()
+        assert "Input Notebook:" in log and name in log and other not in log
 
     reference = published / "notebooks" / "reference" / "demo_lite"
     assert sorted(p.name for p in reference.iterdir()) == names
