@@ -53,9 +53,9 @@ from torchvision.transforms import (
 from agiqa_lib.core.config import FP16_AS_RELEASED, precision_dtype
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.io import write_json
-from agiqa_lib.core.tensor_io import save_tensors
 from agiqa_lib.core.paths import cache_dir
 from agiqa_lib.core.profiles import get_profile
+from agiqa_lib.core.tensor_io import save_tensors
 from .weights import (
     CHECKPOINT_ERRORS,
     DOWNLOAD_ERRORS,

@@ -47,8 +47,8 @@ from agiqa_lib.clip_agiqa.batches import CachedFeatureBatches, ImageBatches
 from agiqa_lib.core import distributed, side_by_side
 from agiqa_lib.core.distributed import DataParallel
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.core.tensor_io import tensors_from_bytes, tensors_to_bytes
 from agiqa_lib.core.progress import progress_bar
+from agiqa_lib.core.tensor_io import tensors_from_bytes, tensors_to_bytes
 from agiqa_lib.core.training import TrainingState
 
 SELECTION_RULES = ("best_on_test", "last", "best_on_val")
