@@ -92,9 +92,8 @@ def main() -> None:
     data = study.prepare(cfg)
     fit, val = carve_validation(data.rows("train"), cfg.val_fraction, cfg.seed)
     fixed = data.features.test
-    augmented = data.features.augmented
     # [K + 1, n, D]: the augmented views of the fit rows, then their fixed view (K = 0 uses it)
-    parts = [] if augmented is None else [augmented[:, torch.as_tensor(fit)]]
+    parts = [] if data.features.augmented is None else [data.features.training_views(fit)]
     views = torch.cat(parts + [fixed[torch.as_tensor(fit)].unsqueeze(0)])
     mos, generators = data.mos, data.df["generator"].to_numpy()
     val_features = fixed[torch.as_tensor(val)]

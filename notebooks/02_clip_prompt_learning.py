@@ -79,9 +79,10 @@ print(f"{cfg.dataset} / {cfg.profile} / {cfg.protocol}: {cfg.epochs} epochs, "
 #
 # The CLIP encoders are frozen, so an image's feature depends only on its (augmented) pixels.
 # We compute the features once and cache them: a fixed test view (resize + centre crop) and
-# `n_aug_views` random views per image (random-resized-crop with scale 0.08–1 and a horizontal
-# flip, the released training augmentation). Training then draws one cached view per image per
-# epoch, which makes 100 epochs take minutes instead of hours on a CPU.
+# `n_aug_views` random views of each training image (random-resized-crop with scale 0.08–1 and
+# a horizontal flip, the released training augmentation; test images are never trained on, so
+# they get none). Training then draws one cached view per image per epoch, which makes 100
+# epochs take minutes instead of hours on a CPU.
 #
 # The six quality words are assigned by cutting the train MOS at its sextiles (for AGIQA-3K
 # this reproduces the released cut-points 1.231 / 2.266 / 2.749 / 3.092 / 3.456). The labels
@@ -92,8 +93,8 @@ data = study.prepare(cfg)
 if dataset == "demo":
     display(Markdown("**Synthetic demo data**: the numbers describe the simulator, not real images."))
 print(f"{len(data.df)} images; split {data.split.value_counts().to_dict()}; CLIP {data.bundle.model_id}")
-print(f"features: test view {tuple(data.features.test.shape)}, augmented "
-      f"{None if data.features.augmented is None else tuple(data.features.augmented.shape)}")
+print(f"features: test view of every image {tuple(data.features.test.shape)}, augmented views "
+      f"of the train images {None if data.features.augmented is None else tuple(data.features.augmented.shape)}")
 print("cut-points:", data.cutpoints.round(3).tolist())
 
 # %%

@@ -280,6 +280,41 @@ def test_tiny_clip_views_and_backbone_tokens(images):
     assert tokens.shape == (10, backbone.out_channels, 784) and tokens.dtype == torch.float16
 
 
+def test_augmented_views_of_some_rows_equal_their_rows_of_the_whole_view(images):
+    """`aug_rows` extracts those rows only (CLIP-AGIQA's train rows), each with the features
+    it has in the whole-dataset view; another subset is another cache entry."""
+    from agiqa_lib.backbones.clip import create_clip
+    from agiqa_lib.clip_agiqa.train import ClipFeatures
+    from agiqa_lib.core.features import clip_image_features, clip_view
+
+    df = pd.DataFrame({"path": images})
+    bundle = create_clip("tiny")
+    whole = clip_image_features(df, bundle, "unit", n_aug=2, seed=3, batch_size=4,
+                                progress=False)
+    rows = [1, 4, 5, 8]
+    some = clip_image_features(df, bundle, "unit", n_aug=2, seed=3, batch_size=4,
+                               progress=False, aug_rows=rows)
+    torch.testing.assert_close(some["test"], whole["test"])
+    for view in ("aug0", "aug1"):
+        assert some[view].shape == (len(rows), bundle.embed_dim)
+        torch.testing.assert_close(some[view], whole[view][rows], rtol=1e-5, atol=1e-6)
+    paths = list(map(str, images))
+    entry = clip_view(bundle, "unit", "aug0", 3, rows=rows)
+    other = clip_view(bundle, "unit", "aug0", 3, rows=[1, 4, 5, 9])
+    assert open_store(entry.files(paths), entry.key).path != \
+        open_store(other.files(paths), other.key).path
+    assert open_store(entry.files(paths), entry.key).complete
+
+    features = ClipFeatures.from_views(some, rows)
+    torch.testing.assert_close(features.training_views(np.array([8, 1])),
+                               torch.stack([whole["aug0"], whole["aug1"]])[:, [8, 1]],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(AgiqaError, match=r"rows \[2\] have no cached augmented views"):
+        features.training_views(np.array([1, 2]))
+    with pytest.raises(AgiqaError, match="sorted"):
+        ClipFeatures.from_views(some, [4, 1, 5, 8])
+
+
 @pytest.mark.real_data
 def test_lite_clip_on_real_agiqa3k_subset_resumes_after_kill(agiqa3k_root):
     from agiqa_lib.core.features import clip_view, fill_store, open_store

@@ -1,8 +1,9 @@
 """The CLIP-AGIQA study of notebook 02 and `agiqa train-clip`, in the steps both papers share.
 
 1. `prepare(cfg)`: dataset, split, quality bins and cached frozen-CLIP image features (a
-   fixed test view, + K augmented views per image when `cfg.augmentation == "cached"`), on
-   `cfg.device` in `cfg.precision`. Rows that no split part takes (no MOS) are dropped.
+   fixed test view, + K augmented views of each train row when `cfg.augmentation ==
+   "cached"`), on `cfg.device` in `cfg.precision`. Rows that no split part takes (no MOS) are
+   dropped.
 2. `train(data, cfg, use_text)`: CLIP-AGIQA (or the image-only control) under every
    selection rule, from fresh views every epoch (the release, `full`) or the cached views;
    `baselines(data)`: zero-shot CLIP-IQA, ridge and SVR probes.
@@ -76,6 +77,12 @@ class ClipStudyData:
         return self.df[column].to_numpy()[self.rows(part)]
 
 
+def training_rows(split: pd.Series) -> np.ndarray:
+    """Rows every training run draws from (the "train" part; `best_on_val` carves its val part
+    out of them), the only rows whose augmented views are extracted."""
+    return np.flatnonzero(np.asarray(split) == "train")
+
+
 def prepare(cfg: ClipStudyConfig, bundle: ClipBundle | None = None) -> ClipStudyData:
     """Load the dataset, split it, bin the train MOS and extract (or read cached) CLIP features."""
     df = load_dataset(cfg.dataset, root=cfg.root, target=cfg.target).reset_index(drop=True)
@@ -86,9 +93,12 @@ def prepare(cfg: ClipStudyConfig, bundle: ClipBundle | None = None) -> ClipStudy
     bundle = bundle or create_clip(cfg.profile, device=device, precision=cfg.precision,
                                    **cfg.clip_kwargs())
     n_aug = 0 if cfg.fresh_views else cfg.n_aug_views  # fresh views are drawn while training
+    aug_rows = training_rows(split)  # no run trains on val or test rows: no views for them
     views = clip_image_features(df, bundle, cfg.dataset, n_aug=n_aug, seed=cfg.seed,
-                                batch_size=cfg.batch_size, progress=cfg.progress)
-    return ClipStudyData(cfg, df, split, bundle, ClipFeatures.from_views(views), cutpoints,
+                                batch_size=cfg.batch_size, progress=cfg.progress,
+                                aug_rows=aug_rows)
+    features = ClipFeatures.from_views(views, aug_rows)
+    return ClipStudyData(cfg, df, split, bundle, features, cutpoints,
                          assign_classes(df["mos"].to_numpy(dtype=float), cutpoints))
 
 

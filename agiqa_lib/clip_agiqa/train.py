@@ -257,21 +257,40 @@ def _plcc(pred: np.ndarray, mos: np.ndarray) -> float:
 
 @dataclass
 class ClipFeatures:
-    """Frozen-CLIP image features of every row: the fixed test view and K augmented views."""
+    """Frozen-CLIP image features: the fixed test view of every row and K augmented views of
+    the rows training can draw from (`augmented_rows`, sorted; None: every row)."""
 
     test: torch.Tensor  # [N, D]
-    augmented: torch.Tensor | None = None  # [K, N, D]
+    augmented: torch.Tensor | None = None  # [K, M, D]: M = len(augmented_rows), or N
+    augmented_rows: np.ndarray | None = None
 
     @classmethod
-    def from_views(cls, views: dict[str, torch.Tensor]) -> ClipFeatures:
-        """From `features.clip_image_features` output ({"test": ..., "aug0": ..., ...})."""
+    def from_views(cls, views: dict[str, torch.Tensor],
+                   augmented_rows: Sequence[int] | None = None) -> ClipFeatures:
+        """From `features.clip_image_features` output ({"test": ..., "aug0": ..., ...}), whose
+        augmented views cover `augmented_rows` (its `aug_rows`)."""
         aug = sorted((k for k in views if k.startswith("aug")), key=lambda k: int(k[3:]))
-        return cls(views["test"], torch.stack([views[k] for k in aug]) if aug else None)
+        if not aug:
+            return cls(views["test"])
+        rows = None if augmented_rows is None else np.asarray(augmented_rows, dtype=np.int64)
+        if rows is not None and np.any(np.diff(rows) <= 0):
+            raise AgiqaError("augmented_rows must be sorted row indices without repeats.")
+        return cls(views["test"], torch.stack([views[k] for k in aug]), rows)
 
     def training_views(self, rows: np.ndarray) -> torch.Tensor:
         """[K, n, D] augmented views of `rows` (the test view when none were cached)."""
-        source = self.augmented if self.augmented is not None else self.test.unsqueeze(0)
-        return source[:, torch.as_tensor(rows)]
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.augmented is None:
+            return self.test.unsqueeze(0)[:, torch.as_tensor(rows)]
+        if self.augmented_rows is None:
+            return self.augmented[:, torch.as_tensor(rows)]
+        at = np.searchsorted(self.augmented_rows, rows)
+        known = at < len(self.augmented_rows)
+        known[known] = self.augmented_rows[at[known]] == rows[known]
+        if not known.all():
+            raise AgiqaError(f"rows {rows[~known][:5].tolist()} have no cached augmented views "
+                             "(only the training rows have).")
+        return self.augmented[:, torch.as_tensor(at)]
 
 
 @dataclass

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for aug0..aug{K-1} (e.g. 'test,4'; default test)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed of the augmented views (default 0)")
+    parser.add_argument("--protocol", default=None,
+                        help="clip only: the split whose rows a CLIP-AGIQA run reads (e.g. "
+                             "clip_agiqa): augmented views of its train rows only, as notebook "
+                             "02 / train-clip extract them (default: every image)")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="with --protocol: replace the protocol's own split seed")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--fp16", action="store_true",
                         help="store float16 features (half the disk; default for --what iqa)")
@@ -76,18 +82,29 @@ def run(args: argparse.Namespace) -> int:
     if args.shard_size is not None and args.shard_size < 1:
         raise AgiqaError(f"--shard-size must be a positive number of rows, got "
                          f"{args.shard_size}.")
+    if args.protocol is not None and args.what != "clip":
+        raise AgiqaError("--protocol applies to --what clip only; IQA-backbone tokens are "
+                         "extracted for every image.")
     group = distributed.current(args.device)
     device = group.device_for(args.device) if group.distributed else args.device
     df = load_dataset(args.dataset, root=args.root)
     if args.limit is not None:
         df = df.head(args.limit)
+    aug_rows = None
+    if args.protocol is not None:
+        from agiqa_lib.clip_agiqa.study import training_rows
+        from agiqa_lib.data.splits import assigned_rows, make_split
+
+        df, split = assigned_rows(df, make_split(df, args.protocol, seed=args.split_seed))
+        aug_rows = training_rows(split)
     paths = [str(p) for p in df["path"]]
     if args.what == "clip":
         from agiqa_lib.backbones.clip import create_clip
 
         views = parse_views(*_view_names(args.views))
         bundle = create_clip(args.profile, checkpoint=args.checkpoint, device=device)
-        specs = [clip_view(bundle, args.dataset, view, args.seed) for view in views]
+        specs = [clip_view(bundle, args.dataset, view, args.seed,
+                           rows=None if view == "test" else aug_rows) for view in views]
         fp16 = args.fp16
     else:
         from agiqa_lib.backbones.iqa_backbone import create_iqa_backbone
@@ -100,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
         fp16 = True
     layout = {} if args.shard_size is None else {"shard_size": args.shard_size}
     for spec in specs:
-        store = open_store(paths, spec.key, fp16=fp16, **layout)
-        stats = fill_store(store, paths, spec.encode, spec.transform, batch_size=args.batch_size,
+        files = spec.files(paths)
+        store = open_store(files, spec.key, fp16=fp16, **layout)
+        stats = fill_store(store, files, spec.encode, spec.transform, batch_size=args.batch_size,
                            num_workers=args.num_workers, device=device,
-                           verify=not args.no_verify)
+                           verify=not args.no_verify, seed_rows=spec.rows)
         if not group.is_main:
             continue
         if stats.n_computed:
@@ -114,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             rate = "already cached, checksums not verified"
         else:
             rate = f"already cached, checksums verified in {stats.seconds:.2f} s"
-        print(f"{args.what} {spec.key.view}: {len(paths)} images ({rate}); "
+        print(f"{args.what} {spec.key.view}: {len(files)} images ({rate}); "
               f"item shape {list(store.item_shape)} {'float16' if fp16 else 'float32'}; "
               f"cache {store.path}")
     return 0

@@ -73,10 +73,16 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 class _ImageFiles(Dataset):
-    """Loads and transforms images by index; errors travel back as text so they name the file."""
+    """Loads and transforms images by index; errors travel back as text so they name the file.
 
-    def __init__(self, paths: Sequence[str], transform: Transform, seed: int | None, view: str):
+    A random view seeds item i from `seed_rows[i]` (default i): the item's row in the whole
+    dataset, so a subset of the rows gets the very pixels the whole list would give them.
+    """
+
+    def __init__(self, paths: Sequence[str], transform: Transform, seed: int | None, view: str,
+                 seed_rows: Sequence[int] | None = None):
         self.paths, self.transform, self.seed, self.view = list(paths), transform, seed, view
+        self.seed_rows = None if seed_rows is None else [int(r) for r in seed_rows]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -89,7 +95,8 @@ class _ImageFiles(Dataset):
             return index, None, str(err)
         if self.seed is None:
             return index, self.transform(image), ""
-        with _seeded(item_seed(self.seed, self.view, index)):
+        row = index if self.seed_rows is None else self.seed_rows[index]
+        with _seeded(item_seed(self.seed, self.view, row)):
             return index, self.transform(image), ""
 
 
@@ -147,8 +154,13 @@ def open_store(paths: Sequence[str], key: CacheKey, fp16: bool = False,
 
 def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, transform: Transform,
                batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu",
-               progress: bool = True, verify: bool = False) -> ExtractStats:
+               progress: bool = True, verify: bool = False,
+               seed_rows: Sequence[int] | None = None) -> ExtractStats:
     """Compute the missing shards of `store` (the features of `paths`) and write each atomically.
+
+    `seed_rows` (a random view of some rows of a dataset) seeds each item's transform from its
+    dataset row instead of its position in `paths`; the store's key must then name those rows
+    (`rows_param`).
 
     `verify` first checks the SHA-256 of every cached shard, so that a corrupt one is logged
     and recomputed here rather than found later by `load()` (which always checks). The speed
@@ -170,7 +182,8 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
             batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
         total = sum(len(batch) for batch in batches)
         if total:
-            loader = DataLoader(_ImageFiles(paths, transform, store.key.seed, store.key.view),
+            loader = DataLoader(_ImageFiles(paths, transform, store.key.seed, store.key.view,
+                                            seed_rows),
                                 batch_sampler=batches, num_workers=num_workers,
                                 collate_fn=_collate, generator=torch.Generator(),
                                 pin_memory=torch.device(device).type == "cuda")
@@ -204,17 +217,18 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
 def extract_features(paths: Sequence[str], encode: Encoder, transform: Transform, key: CacheKey,
                      batch_size: int = 32, fp16: bool = False, num_workers: int = 0,
                      shard_size: int = 512, progress: bool = True,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
+                     device: str | torch.device = "cpu",
+                     seed_rows: Sequence[int] | None = None) -> torch.Tensor:
     """Features [N, ...] of the images `paths`, computed once into the cache, then read from it.
 
     `encode` maps a batch [B, 3, H, W] (already on `device`) to [B, ...]; `fp16` stores (and
     returns) float16. A killed run resumes at the first missing shard. Unreadable images raise
-    AgiqaError naming the file: nothing is skipped.
+    AgiqaError naming the file: nothing is skipped. `seed_rows`: see `fill_store`.
     """
     store = open_store(paths, key, fp16=fp16, shard_size=shard_size)
     return store.fill_and_load(lambda s: fill_store(
         s, paths, encode, transform, batch_size=batch_size, num_workers=num_workers,
-        device=device, progress=progress))
+        device=device, progress=progress, seed_rows=seed_rows))
 
 
 @dataclass(frozen=True)
@@ -224,6 +238,11 @@ class FeatureSpec:
     key: CacheKey
     encode: Encoder
     transform: Transform
+    rows: tuple[int, ...] | None = None  # the dataset rows it covers (None: every row)
+
+    def files(self, paths: Sequence[str]) -> list[str]:
+        """The files of the rows this spec covers, in row order."""
+        return list(paths) if self.rows is None else [paths[row] for row in self.rows]
 
 
 def parse_views(views: Sequence[str], n_aug: int = 0) -> list[str]:
@@ -235,21 +254,31 @@ def parse_views(views: Sequence[str], n_aug: int = 0) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def clip_view(bundle, dataset: str, view: str = "test", seed: int = 0) -> FeatureSpec:
+def rows_param(rows: Sequence[int]) -> dict[str, str]:
+    """Cache-key identity of a subset of dataset rows (`CacheKey.params`): count and digest."""
+    digest = hashlib.sha256(",".join(str(int(r)) for r in rows).encode()).hexdigest()
+    return {"rows": f"{len(rows)}:{digest[:16]}"}
+
+
+def clip_view(bundle, dataset: str, view: str = "test", seed: int = 0,
+              rows: Sequence[int] | None = None) -> FeatureSpec:
     """CLIP `encode_image` features (not normalised) of one view of `bundle` (a ClipBundle).
 
     View "test" uses `preprocess_val`; "aug<k>" uses `preprocess_train`, seeded per image from
-    (seed, view, index). The features come from the image tower with its batch norms folded
+    (seed, view, row). `rows` restricts the spec to some dataset rows (e.g. the training rows,
+    the only ones augmented views are trained on); each keeps the features it has in the
+    whole-dataset entry. The features come from the image tower with its batch norms folded
     (`core.folding`; `encode_image` is the tower's output when not normalised).
     """
     (view,) = parse_views([view])
     test = view == "test"
     transform = bundle.preprocess_val if test else bundle.preprocess_train
+    rows = None if rows is None else tuple(int(r) for r in rows)
     key = CacheKey(dataset=dataset, model_id=f"{bundle.model_id}/encode_image",
                    profile=bundle.profile, transform=describe_transform(transform), view=view,
-                   seed=None if test else seed)
+                   seed=None if test else seed, params={} if rows is None else rows_param(rows))
     visual, dtype = fold_batchnorm(bundle.model.visual), bundle.dtype
-    return FeatureSpec(key, lambda x: visual(x.to(dtype)), transform)
+    return FeatureSpec(key, lambda x: visual(x.to(dtype)), transform, rows)
 
 
 def backbone_view(backbone: torch.nn.Module, dataset: str, profile: str) -> FeatureSpec:
@@ -263,21 +292,23 @@ def backbone_view(backbone: torch.nn.Module, dataset: str, profile: str) -> Feat
 
 def clip_image_features(df: pd.DataFrame, bundle, dataset: str, views: Sequence[str] = ("test",),
                         n_aug: int = 0, seed: int = 0, batch_size: int = 32, fp16: bool = False,
-                        num_workers: int = 0, shard_size: int = 512,
-                        progress: bool = True) -> dict[str, torch.Tensor]:
+                        num_workers: int = 0, shard_size: int = 512, progress: bool = True,
+                        aug_rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """Cached CLIP image features of `df.path` per view: {view: [N, embed_dim]}.
 
     Views are "test" and/or "aug<k>" (`views`, plus aug0..aug{n_aug-1}); see `clip_view`.
-    Runs on the bundle's device.
+    With `aug_rows` the augmented views cover those rows only ([len(aug_rows), embed_dim], in
+    that order), each row's features equal to its row of the whole-dataset view. Runs on the
+    bundle's device.
     """
     paths = [str(p) for p in df["path"]]
     out = {}
     for view in parse_views(views, n_aug):
-        spec = clip_view(bundle, dataset, view, seed)
-        out[view] = extract_features(paths, spec.encode, spec.transform, spec.key,
+        spec = clip_view(bundle, dataset, view, seed, rows=None if view == "test" else aug_rows)
+        out[view] = extract_features(spec.files(paths), spec.encode, spec.transform, spec.key,
                                      batch_size=batch_size, fp16=fp16, num_workers=num_workers,
                                      shard_size=shard_size, progress=progress,
-                                     device=bundle.device)
+                                     device=bundle.device, seed_rows=spec.rows)
     return out
 
 
