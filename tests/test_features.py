@@ -315,6 +315,30 @@ def test_augmented_views_of_some_rows_equal_their_rows_of_the_whole_view(images)
         ClipFeatures.from_views(some, [4, 1, 5, 8])
 
 
+def test_auto_batch_size_is_small_on_a_cpu_and_unchanged_elsewhere():
+    from agiqa_lib.core.features import auto_batch_size
+
+    assert [auto_batch_size(None, "cpu", 32, side=s) for s in (224, 256, 320, 512, 1024)] == \
+        [4, 4, 2, 1, 1]
+    assert auto_batch_size(None, torch.device("cpu"), 32) == 4
+    assert auto_batch_size(None, "cuda", 32) == 32 and auto_batch_size(None, "cuda:1", 16) == 16
+    assert auto_batch_size(8, "cpu", 32) == 8  # an explicit batch wins
+
+
+def test_features_do_not_depend_on_the_batch_size(images):
+    """The CPU default batch gives the features the old batch of 32 gave (tiny CLIP)."""
+    from agiqa_lib.backbones.clip import create_clip
+    from agiqa_lib.core.features import clip_image_features
+
+    df = pd.DataFrame({"path": images})
+    bundle = create_clip("tiny")
+    small = clip_image_features(df, bundle, "small", n_aug=1, seed=3, progress=False)
+    large = clip_image_features(df, bundle, "large", n_aug=1, seed=3, batch_size=32,
+                                progress=False)
+    for view in ("test", "aug0"):
+        torch.testing.assert_close(small[view], large[view], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.real_data
 def test_lite_clip_on_real_agiqa3k_subset_resumes_after_kill(agiqa3k_root):
     from agiqa_lib.core.features import clip_view, fill_store, open_store

@@ -72,7 +72,8 @@ class ClipStudyConfig(StudyConfig):
                                                     "1.0 with feature_scale 22.6 scales the image "
                                                     "feature only, the lite setting chosen on the "
                                                     "validation part")
-    batch_size: int = option(32, "images per batch when extracting features")
+    batch_size: int | None = option(None, "images per batch when extracting features "
+                                          "(default: 4 on a CPU, 32 on a GPU)")
     num_workers: int | None = option(None, "image-loading worker processes for fresh views "
                                            "(default: 8 on CUDA as released, 0 elsewhere)")
 

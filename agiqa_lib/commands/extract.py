@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "02 / train-clip extract them (default: every image)")
     parser.add_argument("--split-seed", type=int, default=None,
                         help="with --protocol: replace the protocol's own split seed")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per batch (default: 4 on a CPU, 32 on a GPU)")
     parser.add_argument("--fp16", action="store_true",
                         help="store float16 features (half the disk; default for --what iqa)")
     parser.add_argument("--num-workers", type=int, default=0,

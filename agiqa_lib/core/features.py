@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import re
 import time
@@ -49,6 +50,24 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 def describe_transform(transform: object) -> str:
     """Stable text description of a transform for cache keys: its repr without memory addresses."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+
+
+# Frozen-encoder inference on a CPU is faster in small batches, whose activations stay in the
+# caches: Lite0 1.7x at 4 images of 224-256 px against 32 / 16, and at 1 image of 512 px against
+# 16, on 2 cores, per-image outputs equal (`benchmarks/bench_batch_size.py`). So a CPU batch
+# holds about CPU_BATCH_PIXELS (a power of two of images); accelerators keep their batches.
+CPU_BATCH_PIXELS = 4 * 256 * 256
+
+
+def auto_batch_size(batch_size: int | None, device: str | torch.device, accelerator: int,
+                    side: int = 256) -> int:
+    """`batch_size`, or when None: on a CPU the largest power of two of `side` x `side` images
+    within `CPU_BATCH_PIXELS` (4 at 224-256 px, 1 at 512), elsewhere `accelerator`."""
+    if batch_size is not None:
+        return batch_size
+    if torch.device(device).type != "cpu":
+        return accelerator
+    return 2 ** max(0, int(math.log2(CPU_BATCH_PIXELS / side ** 2)))
 
 
 def item_seed(seed: int, view: str, index: int) -> int:
@@ -153,14 +172,15 @@ def open_store(paths: Sequence[str], key: CacheKey, fp16: bool = False,
 
 
 def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, transform: Transform,
-               batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu",
-               progress: bool = True, verify: bool = False,
+               batch_size: int | None = None, num_workers: int = 0,
+               device: str | torch.device = "cpu", progress: bool = True, verify: bool = False,
                seed_rows: Sequence[int] | None = None) -> ExtractStats:
     """Compute the missing shards of `store` (the features of `paths`) and write each atomically.
 
     `seed_rows` (a random view of some rows of a dataset) seeds each item's transform from its
     dataset row instead of its position in `paths`; the store's key must then name those rows
-    (`rows_param`).
+    (`rows_param`). `batch_size` None: `auto_batch_size` (4 on a CPU, 32 elsewhere; pass a
+    batch for images far from 224-256 px).
 
     `verify` first checks the SHA-256 of every cached shard, so that a corrupt one is logged
     and recomputed here rather than found later by `load()` (which always checks). The speed
@@ -168,6 +188,7 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
     launched run every rank calls this and computes its share of the shards (see the module
     docstring); the returned stats are the group's.
     """
+    batch_size = auto_batch_size(batch_size, device, accelerator=32)
     if batch_size < 1:
         raise AgiqaError(f"batch_size must be a positive integer, got {batch_size}.")
     start = time.perf_counter()
@@ -215,7 +236,7 @@ def fill_store(store: FeatureStore, paths: Sequence[str], encode: Encoder, trans
 
 
 def extract_features(paths: Sequence[str], encode: Encoder, transform: Transform, key: CacheKey,
-                     batch_size: int = 32, fp16: bool = False, num_workers: int = 0,
+                     batch_size: int | None = None, fp16: bool = False, num_workers: int = 0,
                      shard_size: int = 512, progress: bool = True,
                      device: str | torch.device = "cpu",
                      seed_rows: Sequence[int] | None = None) -> torch.Tensor:
@@ -223,7 +244,8 @@ def extract_features(paths: Sequence[str], encode: Encoder, transform: Transform
 
     `encode` maps a batch [B, 3, H, W] (already on `device`) to [B, ...]; `fp16` stores (and
     returns) float16. A killed run resumes at the first missing shard. Unreadable images raise
-    AgiqaError naming the file: nothing is skipped. `seed_rows`: see `fill_store`.
+    AgiqaError naming the file: nothing is skipped. `batch_size`, `seed_rows`: see
+    `fill_store`.
     """
     store = open_store(paths, key, fp16=fp16, shard_size=shard_size)
     return store.fill_and_load(lambda s: fill_store(
@@ -291,7 +313,8 @@ def backbone_view(backbone: torch.nn.Module, dataset: str, profile: str) -> Feat
 
 
 def clip_image_features(df: pd.DataFrame, bundle, dataset: str, views: Sequence[str] = ("test",),
-                        n_aug: int = 0, seed: int = 0, batch_size: int = 32, fp16: bool = False,
+                        n_aug: int = 0, seed: int = 0, batch_size: int | None = None,
+                        fp16: bool = False,
                         num_workers: int = 0, shard_size: int = 512, progress: bool = True,
                         aug_rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """Cached CLIP image features of `df.path` per view: {view: [N, embed_dim]}.
@@ -313,14 +336,16 @@ def clip_image_features(df: pd.DataFrame, bundle, dataset: str, views: Sequence[
 
 
 def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, dataset: str, profile: str,
-                    batch_size: int = 16, fp16: bool = True, num_workers: int = 0,
+                    batch_size: int | None = None, fp16: bool = True, num_workers: int = 0,
                     shard_size: int = 256, progress: bool = True) -> torch.Tensor:
     """Cached frozen IQA-backbone tokens [N, C, 784] of `df.path` (fp16 storage by default).
 
-    `backbone` is a `models.iqa_backbone.IqaBackbone` in eval mode; runs on its device.
+    `backbone` is a `models.iqa_backbone.IqaBackbone` in eval mode; runs on its device, in
+    batches of `batch_size` (None: 4 on a CPU, 16 elsewhere).
     """
     spec = backbone_view(backbone, dataset, profile)
     device = next(backbone.parameters()).device
     return extract_features([str(p) for p in df["path"]], spec.encode, spec.transform, spec.key,
-                            batch_size=batch_size, fp16=fp16, num_workers=num_workers,
-                            shard_size=shard_size, progress=progress, device=device)
+                            batch_size=auto_batch_size(batch_size, device, 16), fp16=fp16,
+                            num_workers=num_workers, shard_size=shard_size, progress=progress,
+                            device=device)

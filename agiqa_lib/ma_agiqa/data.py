@@ -30,7 +30,7 @@ from agiqa_lib.backbones.iqa_backbone import (FULL_CHANNELS, create_iqa_backbone
 from agiqa_lib.backbones.mllm import create_mllm
 from agiqa_lib.core import distributed
 from agiqa_lib.core.cache import CacheKey
-from agiqa_lib.core.features import describe_transform, extract_features
+from agiqa_lib.core.features import auto_batch_size, describe_transform, extract_features
 from agiqa_lib.core.folding import fold_batchnorm
 from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.profiles import get_profile
@@ -179,8 +179,9 @@ def backbone_tokens(df: pd.DataFrame, backbone: torch.nn.Module, cfg: MAStudyCon
     transform = backbone.transform(False, resize=cfg.resize, size=image_size)
     key = CacheKey(dataset=cfg.dataset, model_id=f"{backbone.model_id}/pool{probe.cfg.maniqa.grid}",
                    profile=cfg.profile, transform=describe_transform(transform))
+    batch_size = auto_batch_size(None, device, accelerator=16, side=image_size)
     return extract_features([str(p) for p in df["path"]], probe.tokens, transform, key,
-                            batch_size=16, fp16=True, progress=cfg.progress, device=device)
+                            batch_size=batch_size, fp16=True, progress=cfg.progress, device=device)
 
 
 def augment(x: torch.Tensor, rng: np.random.Generator, prob: float = 0.7,
