@@ -82,6 +82,34 @@ def test_train_config_profiles_and_released_defaults():
         train_config("lite", flip="diagonal")
 
 
+def test_foreach_adam_equals_the_one_tensor_at_a_time_adam_to_the_bit():
+    """`train.adam` (foreach) takes the steps PyTorch's CPU default Adam takes: same weights
+    after a few steps with the released weight decay, lite-sized model, random tokens."""
+    from agiqa_lib.ma_agiqa.model import create_ma_agiqa
+    from agiqa_lib.ma_agiqa.train import adam
+
+    cfg = train_config("lite")
+    weights = []
+    for make in (lambda p: adam(p, cfg),
+                 lambda p: torch.optim.Adam(p, lr=cfg.lr, weight_decay=cfg.weight_decay)):
+        torch.manual_seed(0)
+        model = create_ma_agiqa("lite", "released_gate", pretrained=False).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make(params)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(8, model.cfg.maniqa.in_channels, model.cfg.maniqa.num_tokens,
+                        generator=g)
+        sem, y = torch.randn(8, 2, 384, generator=g), torch.rand(8, generator=g) * 4
+        torch.manual_seed(2)  # dropout masks
+        for _ in range(4):
+            loss = torch.nn.functional.mse_loss(model.forward_tokens(x, sem).score, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        weights.append(torch.cat([p.detach().flatten() for p in params]))
+    assert cfg.weight_decay > 0 and torch.equal(weights[0], weights[1])
+
+
 def test_one_optimisation_step_lowers_the_loss_on_tiny():
     data = _synthetic()
     model = new_model(data, "released_gate", seed=0)

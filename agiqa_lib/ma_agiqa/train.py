@@ -98,6 +98,14 @@ def _forward(model: MAAGIQA, x: torch.Tensor, sem: torch.Tensor, tokens: bool, d
     return model.forward_tokens(x, semantic) if tokens else model(x, semantic)
 
 
+def adam(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Adam:
+    """The released Adam (lr, weight decay), updating all tensors in one `foreach` pass: the
+    same arithmetic as PyTorch's CPU default of one tensor at a time (equal to the bit,
+    `tests/test_ma_training.py`), with its 160 small-tensor updates of a `lite` step in 6.6-8.4
+    instead of 9.2-11.9 ms (one thread; the fused kernel, 2.6 ms, rounds differently)."""
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
 @torch.inference_mode()
 def predict(model: MAAGIQA, data: PreparedData, rows: np.ndarray, cfg: TrainConfig,
             progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -204,7 +212,7 @@ def train_run(model: MAAGIQA, data: PreparedData, cfg: TrainConfig,
                          f"({len(train_rows)}/{len(val_rows)}/{len(test_rows)} train/val/test)")
     model.to(cfg.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adam(params, cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max,
                                                            eta_min=cfg.eta_min)
     state = TrainingState(model, optimizer, scheduler, _fingerprint(model, data, cfg))
