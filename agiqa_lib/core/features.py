@@ -288,8 +288,9 @@ def clip_view(bundle, dataset: str, view: str = "test", seed: int = 0,
 
     View "test" uses `preprocess_val`; "aug<k>" uses `preprocess_train`, seeded per image from
     (seed, view, row). `rows` restricts the spec to some dataset rows (e.g. the training rows,
-    the only ones augmented views are trained on); each keeps the features it has in the
-    whole-dataset entry. The features come from the image tower with its batch norms folded
+    the only ones augmented views are trained on); each gets the pixels it gets in the
+    whole-dataset entry, so its features equal that entry's to float rounding (batches are cut
+    differently). The features come from the image tower with its batch norms folded
     (`core.folding`; `encode_image` is the tower's output when not normalised).
     """
     (view,) = parse_views([view])
@@ -314,15 +315,15 @@ def backbone_view(backbone: torch.nn.Module, dataset: str, profile: str) -> Feat
 
 def clip_image_features(df: pd.DataFrame, bundle, dataset: str, views: Sequence[str] = ("test",),
                         n_aug: int = 0, seed: int = 0, batch_size: int | None = None,
-                        fp16: bool = False,
-                        num_workers: int = 0, shard_size: int = 512, progress: bool = True,
+                        fp16: bool = False, num_workers: int = 0, shard_size: int = 512,
+                        progress: bool = True,
                         aug_rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """Cached CLIP image features of `df.path` per view: {view: [N, embed_dim]}.
 
     Views are "test" and/or "aug<k>" (`views`, plus aug0..aug{n_aug-1}); see `clip_view`.
     With `aug_rows` the augmented views cover those rows only ([len(aug_rows), embed_dim], in
-    that order), each row's features equal to its row of the whole-dataset view. Runs on the
-    bundle's device.
+    that order), each row's features those of its row of the whole-dataset view (see
+    `clip_view`). Runs on the bundle's device.
     """
     paths = [str(p) for p in df["path"]]
     out = {}
