@@ -32,13 +32,21 @@ def test_clip_agiqa_fp16_as_released_trains_and_agrees_with_fp32():
     assert half.frozen_dtype == torch.float16 and half.prompt_learner.ctx.dtype == torch.float16
     assert all(p.dtype == torch.float32 for p in half.regression.parameters())
     assert full.prompt_learner.ctx.dtype == torch.float32
+    # the same context values (an fp16 draw differs from an fp32 one): compare precision only
+    with torch.no_grad():
+        half.prompt_learner.ctx.copy_(full.prompt_learner.ctx)
     images = torch.randn(8, 3, 224, 224, device=CUDA, generator=torch.Generator(CUDA).manual_seed(1))
     half.eval(), full.eval()
     with torch.no_grad():
         a, b = half(images), full(images)
+        image_cos = torch.cosine_similarity(half.encode_image(images), full.encode_image(images))
+        text_cos = torch.cosine_similarity(half.text_features(), full.text_features())
+    print(f"cosine fp16 vs fp32: image min {image_cos.min():.6f}, text min {text_cos.min():.6f}; "
+          f"predictions fp16 {a.tolist()} fp32 {b.tolist()}")
     assert torch.isfinite(a).all() and a.dtype == torch.float32
-    # fp16 frozen encoders and context, rounded features: close to fp32, not equal
-    assert (a - b).abs().max() <= 1e-2 * (b.abs().max() + 1e-3), (a, b)
+    # fp16 frozen encoders: the same feature directions as fp32, to fp16 rounding
+    assert image_cos.min() > 0.999 and text_cos.min() > 0.999
+    assert (a - b).abs().max() <= 0.02 * b.abs().max() + 1e-4
     # one SGD step (the release's optimiser) on fp16 context vectors moves them and stays finite
     params = [p for p in half.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.002, momentum=0.9, weight_decay=5e-4)
