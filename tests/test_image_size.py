@@ -90,6 +90,27 @@ def test_checkpoint_keeps_the_image_size_and_the_scorer_reads_at_it(tmp_path):
     assert MAAGIQAConfig.from_json(json.dumps(old)).image_size == 224
 
 
+def test_scorer_runs_the_backbone_in_cpu_sized_chunks_with_the_same_scores():
+    """On a CPU the scorer feeds the backbone a few images of its side at a time (1 at 512 px,
+    4 at 224-256) while the MLLM keeps its batch: each image's score is the one it gets alone."""
+    from agiqa_lib.backbones.mllm import create_mllm
+
+    torch.manual_seed(0)
+    backbone = create_iqa_backbone("tiny", pretrained=False)
+    encoder = create_mllm("tiny")
+    cfg = ma_agiqa_config("tiny", "released_gate", backbone.out_channels,
+                          semantic_dim=encoder.dim)  # 224 px: chunks of 4 on a CPU
+    scorer = MAAGIQAScorer(MAAGIQA(cfg, backbone), encoder, batch_size=6)
+    calls = []
+    forward = scorer.model.forward
+    scorer.model.forward = lambda x, s: calls.append(len(x)) or forward(x, s)
+    images = [Image.new("RGB", (64 + 8 * i, 48), (30 * i, 200 - 20 * i, 90)) for i in range(7)]
+    together = scorer.score_images(images)
+    assert calls == [4, 2, 1]  # batches of 6 and 1 for the MLLM, chunks of 4 for the backbone
+    alone = np.concatenate([scorer.score_images([image]) for image in images])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
+
+
 def test_prepared_lite_data_reads_the_demo_at_its_own_256_px(tmp_path):
     from agiqa_lib.ma_agiqa.data import prepare_data
     from agiqa_lib.ma_agiqa.study import run_dir

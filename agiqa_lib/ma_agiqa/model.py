@@ -244,13 +244,20 @@ class MAAGIQAScorer:
         """One predicted MOS per image (any PIL mode, converted by `core.io.to_rgb`)."""
         from agiqa_lib.core.io import to_rgb
 
+        from agiqa_lib.core.features import auto_batch_size
+
+        # the backbone's own batch: on a CPU a few images of its side at a time (1 at 512 px),
+        # as extraction does (`core.features.auto_batch_size`); the MLLM keeps `batch_size`
+        chunk = auto_batch_size(None, self.device, self.batch_size, side=self.model.cfg.image_size)
         scores = []
         for start in range(0, len(images), self.batch_size):
             batch = [to_rgb(im) for im in images[start:start + self.batch_size]]
-            pixels = torch.stack([self.transform(im) for im in batch]).to(self.device)
             semantic = (self.semantic_vectors(batch).to(self.device)
                         if self.model.needs_semantic else None)
-            scores.append(self.model(pixels, semantic).score.float().cpu())
+            for first in range(0, len(batch), chunk):
+                pixels = torch.stack([self.transform(im) for im in batch[first:first + chunk]])
+                part = None if semantic is None else semantic[first:first + chunk]
+                scores.append(self.model(pixels.to(self.device), part).score.float().cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0)
 
 
