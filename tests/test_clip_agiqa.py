@@ -272,6 +272,28 @@ def test_checkpoint_round_trip_through_load_scorer(tmp_path):
     assert np.ptp(expected) > 0  # the images get different scores: the test can fail
 
 
+def test_lite_scorer_encodes_cpu_sized_chunks_with_the_same_scores():
+    """On a CPU the scorer encodes 4 images of 224 px at a time (`auto_batch_size`), and each
+    score is the one of the whole batch encoded at once."""
+    from PIL import Image
+
+    from agiqa_lib.clip_agiqa.model import ClipAgiqaScorer, create_clip_agiqa
+
+    torch.manual_seed(0)
+    model = create_clip_agiqa("lite", ClipAgiqaConfig(dropout=0.0)).eval()
+    images = [Image.new("RGB", (60 + 9 * i, 50), (i * 40, 100, 200 - i * 25)) for i in range(6)]
+    sizes = []
+    encode = model.encode_image
+    model.encode_image = lambda x: sizes.append(len(x)) or encode(x)
+    scores = ClipAgiqaScorer(model).score_images(images)
+    assert sizes == [4, 2]
+    with torch.no_grad():
+        batch = torch.stack([model.bundle.preprocess_val(im) for im in images])
+        expected = model.score_features(encode(batch)).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
+    assert np.ptp(expected) > 0
+
+
 def test_checkpoint_keeps_the_feature_scale(tmp_path):
     """A checkpoint at scale 22.6 reloads at 22.6 and scores identically; one written before
     the option existed (no feature_scale in its config) loads at the released 1.0."""

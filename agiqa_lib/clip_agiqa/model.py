@@ -403,9 +403,15 @@ class ClipAgiqaScorer:
         self.model.eval()
         if self._text is None and self.model.prompt_learner is not None:
             self._text = self.model.text_features()
-        preprocess = self.model.bundle.preprocess_val
-        batch = torch.stack([preprocess(to_rgb(img)) for img in images]).to(self.device)
-        feats = self.model.encode_image(batch)
+        from agiqa_lib.core.features import auto_batch_size
+
+        # on a CPU a few images at a time (4 at 224 px), as extraction does; a GPU takes them all
+        preprocess, size = self.model.bundle.preprocess_val, self.model.bundle.image_size
+        chunk = auto_batch_size(None, self.device, max(len(images), 1), side=size)
+        feats = torch.cat([
+            self.model.encode_image(torch.stack([preprocess(to_rgb(img)) for img in
+                                                 images[start:start + chunk]]).to(self.device))
+            for start in range(0, len(images), chunk)])
         return self.model.score_features(feats, self._text).cpu().numpy().astype(float)
 
 
