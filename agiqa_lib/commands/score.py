@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint from notebook 02/04")
     parser.add_argument("-o", "--output", default="scores.csv",
                         help="CSV file to write (path,score); not a folder")
-    parser.add_argument("--batch-size", type=int, default=16, help="images read per batch (>= 1); on a CPU the model encodes them a few "
-                             "at a time (4 at 224 px, 1 at 512 px), which is faster there")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="images read per batch (>= 1); on a CPU the model encodes them a "
+                             "few at a time (4 at 224 px, 1 at 512 px), which is faster there")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
