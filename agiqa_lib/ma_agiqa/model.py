@@ -242,9 +242,8 @@ class MAAGIQAScorer:
     @torch.inference_mode()
     def score_images(self, images: list[Image.Image]) -> np.ndarray:
         """One predicted MOS per image (any PIL mode, converted by `core.io.to_rgb`)."""
-        from agiqa_lib.core.io import to_rgb
-
         from agiqa_lib.core.features import auto_batch_size
+        from agiqa_lib.core.io import to_rgb
 
         # the backbone's own batch: on a CPU a few images of its side at a time (1 at 512 px),
         # as extraction does (`core.features.auto_batch_size`); the MLLM keeps `batch_size`
