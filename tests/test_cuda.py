@@ -71,11 +71,16 @@ def test_ma_agiqa_full_on_cuda_matches_cpu_and_fine_tunes_the_vit():
     gpu = copy.deepcopy(cpu).to(CUDA).eval()
     gen = torch.Generator().manual_seed(2)
     x, semantic = torch.randn(2, 3, 224, 224, generator=gen), torch.randn(2, 2, 4096, generator=gen)
-    torch.backends.cuda.matmul.allow_tf32 = False  # compare fp32 with fp32
-    torch.backends.cudnn.allow_tf32 = False
-    with torch.no_grad():
-        expected = cpu(x, semantic).score
-        got = gpu(x.to(CUDA), semantic.to(CUDA)).score.cpu()
+    # compare fp32 with fp32; torch's settings restored after (pytest's monkeypatch cannot
+    # undo an attribute of torch.backends.cuda.matmul: it deletes what it did not find)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            expected = cpu(x, semantic).score
+            got = gpu(x.to(CUDA), semantic.to(CUDA)).score.cpu()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got, expected)
     # the `full` profile fine-tunes ViT-B/8 blocks: one Adam step on the GPU changes them
     trainable = [p for p in gpu.backbone.parameters() if p.requires_grad]
