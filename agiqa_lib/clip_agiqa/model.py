@@ -400,11 +400,11 @@ class ClipAgiqaScorer:
     @torch.no_grad()
     def score_images(self, images: list[Image.Image]) -> np.ndarray:
         """One predicted MOS per image (any PIL mode, converted by `core.io.to_rgb`)."""
+        from agiqa_lib.core.features import auto_batch_size
+
         self.model.eval()
         if self._text is None and self.model.prompt_learner is not None:
             self._text = self.model.text_features()
-        from agiqa_lib.core.features import auto_batch_size
-
         # on a CPU a few images at a time (4 at 224 px), as extraction does; a GPU takes them all
         preprocess, size = self.model.bundle.preprocess_val, self.model.bundle.image_size
         chunk = auto_batch_size(None, self.device, max(len(images), 1), side=size)
