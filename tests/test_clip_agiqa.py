@@ -168,8 +168,11 @@ def test_bad_feature_scale_is_a_user_error(scale):
 
     with pytest.raises(AgiqaError, match="feature_scale"):
         ClipAgiqaConfig(feature_scale=scale)
-    with pytest.raises(AgiqaError, match="feature_scale"):
-        ClipStudyConfig(feature_scale=scale)
+    if scale is None:  # the study's None is "the recipe's scale"
+        assert ClipStudyConfig(feature_scale=scale, recipe="released").feature_scale == 1.0
+    else:
+        with pytest.raises(AgiqaError, match="feature_scale"):
+            ClipStudyConfig(feature_scale=scale)
     assert ClipAgiqaConfig(feature_scale=2).feature_scale == 2.0  # an int is a float scale
 
 

@@ -249,7 +249,7 @@ def test_cli_options_come_from_the_study_config():
 
 def test_feature_scale_option_parses_into_the_study_and_model_configs():
     """`--feature-scale` (and `--param feature_scale=...`) parse into ClipStudyConfig, which
-    builds its models at that scale; the default is the release's 1.0."""
+    builds its models at that scale; the released recipe's default is 1.0."""
     from agiqa_lib.cli import build_parser
     from agiqa_lib.clip_agiqa import study
     from agiqa_lib.clip_agiqa.config import ClipStudyConfig
@@ -257,7 +257,8 @@ def test_feature_scale_option_parses_into_the_study_and_model_configs():
     from agiqa_lib.commands.train_clip import config_with_params
 
     parser = build_parser()
-    default = config_from_args(ClipStudyConfig, parser.parse_args(["train-clip", "demo"]))
+    default = config_from_args(ClipStudyConfig, parser.parse_args(["train-clip", "demo",
+                                                                   "--recipe", "released"]))
     assert default.feature_scale == 1.0 and default.model_config().feature_scale == 1.0
     assert default.scale_tag == "" and study.checkpoint_path(default).name == \
         "clip_agiqa_demo_lite.safetensors"
@@ -281,7 +282,7 @@ def test_text_feature_scale_option_names_its_runs():
 
     parser = build_parser()
     scaled = config_from_args(ClipStudyConfig, parser.parse_args(
-        ["train-clip", "demo", "--feature-scale", "22.6"]))
+        ["train-clip", "demo", "--feature-scale", "22.6", "--recipe", "released"]))
     assert scaled.text_feature_scale is None and scaled.scale_tag == "_scale22.6"
     cfg = config_from_args(ClipStudyConfig, parser.parse_args(
         ["train-clip", "demo", "--feature-scale", "22.6", "--text-feature-scale", "1"]))
@@ -290,6 +291,79 @@ def test_text_feature_scale_option_names_its_runs():
     assert study.checkpoint_path(cfg).name == "clip_agiqa_demo_lite_scale22.6_text1.safetensors"
     with pytest.raises(AgiqaError, match="feature_scale"):
         ClipStudyConfig(text_feature_scale=-1.0)
+
+
+def test_the_profile_picks_the_recipe_and_explicit_settings_win():
+    """lite trains with the lite recipe (and the released one beside it), full and tiny with
+    the released one; an unset field takes the recipe's value, a set one wins; `fast`
+    shrinks both recipes' schedules."""
+    from agiqa_lib.cli import build_parser
+    from agiqa_lib.clip_agiqa.config import CLIP_RECIPES, ClipStudyConfig
+    from agiqa_lib.commands.options import config_from_args
+
+    def settings(cfg):
+        return {name: getattr(cfg, name) for name in CLIP_RECIPES["released"]}
+
+    lite = config_from_args(ClipStudyConfig, build_parser().parse_args(["train-clip", "demo"]))
+    assert lite.recipe == "lite" and settings(lite) == CLIP_RECIPES["lite"]
+    assert lite.trains_released_beside and lite.scale_tag == "_scale22.6_text1"
+    released = lite.released_recipe()
+    assert released.recipe == "released" and settings(released) == CLIP_RECIPES["released"]
+    assert not released.trains_released_beside and released.scale_tag == ""
+    assert (released.dataset, released.seed, released.out_dir) == (lite.dataset, lite.seed,
+                                                                    lite.out_dir)
+    for profile in ("full", "tiny"):
+        cfg = ClipStudyConfig(profile=profile)
+        assert cfg.recipe == "released" and settings(cfg) == CLIP_RECIPES["released"]
+        assert not cfg.trains_released_beside
+    chosen = ClipStudyConfig(epochs=20, feature_scale=4.0)
+    assert (chosen.epochs, chosen.feature_scale, chosen.n_aug_views) == (20, 4.0, 0)
+    assert chosen.released_recipe().epochs == 100  # the released recipe stays released
+    assert not ClipStudyConfig(compare_released=False).trains_released_beside
+    assert settings(ClipStudyConfig(recipe="released")) == CLIP_RECIPES["released"]
+    fast = ClipStudyConfig(fast=True)
+    assert (fast.epochs, fast.released_recipe().epochs, fast.released_recipe().n_aug_views) \
+        == (2, 2, 1)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-clip", "demo", "--recipe", "best"])
+    with pytest.raises(AgiqaError, match="recipe"):
+        ClipStudyConfig(recipe="best")
+
+
+@pytest.mark.slow
+def test_study_with_the_lite_recipe_trains_the_released_recipe_beside_it(tmp_path):
+    """recipe lite (tiny CLIP, demo data, fast, one epoch): CLIP-AGIQA and the control under the lite
+    recipe, plus one released-recipe run on the same test rows with its own views, training
+    state and records (released head input, its epochs and views, `recipe` in extra)."""
+    import json
+
+    from agiqa_lib.clip_agiqa import study
+    from agiqa_lib.clip_agiqa.config import ClipStudyConfig
+
+    cfg = ClipStudyConfig(dataset="demo", profile="tiny", recipe="lite", fast=True, epochs=1,
+                          n_boot=20, out_dir=str(tmp_path / "out"), progress=False,
+                          results_path=str(tmp_path / "results.jsonl"))
+    result = study.run(cfg)
+    released = result.released
+    assert released is not None and released.data.cfg.recipe == "released"
+    assert released.data.features.augmented is not None and result.data.features.augmented is None
+    assert np.array_equal(released.data.rows("test"), result.data.rows("test"))
+    assert set(released.predictions) == {("clip_agiqa", "best_on_test"), ("clip_agiqa", "last")}
+    assert not np.allclose(released.predictions[("clip_agiqa", "last")],
+                           result.runs["clip_agiqa"].predictions["last"])
+    states = sorted(p.name for p in (tmp_path / "out" / "checkpoints" / "training").iterdir())
+    assert sum("_scale22.6_text1_" in name for name in states) == 2  # CLIP-AGIQA + control
+    assert len(states) == 3  # + the released run (one run: no carved val part)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    clip = [r for r in records if r["model"] == "clip_agiqa"]
+    assert sorted((r["feature_scale"], r["selection"]) for r in clip) == [
+        (1.0, "best_on_test"), (1.0, "last"),
+        (22.6, "best_on_test"), (22.6, "best_on_val"), (22.6, "last")]
+    for r in clip:
+        lite = r["feature_scale"] == 22.6
+        assert r["extra"]["recipe"] == ("lite" if lite else "released")
+        assert r["augmentation"] == ("cached:0" if lite else "cached:1")
+        assert r["text_feature_scale"] == (1.0 if lite else None)
 
 
 @pytest.mark.slow

@@ -73,7 +73,8 @@ def test_scorer_checkpoints_of_two_splits_in_one_folder_have_their_own_names(tmp
     from agiqa_lib.clip_agiqa import study as clip_study
     from agiqa_lib.ma_agiqa import study as ma_study
 
-    clip = {p: ClipStudyConfig(protocol=p, out_dir=str(tmp_path), feature_scale=22.6)
+    clip = {p: ClipStudyConfig(protocol=p, out_dir=str(tmp_path), feature_scale=22.6,
+                               recipe="released")
             for p in ("clip_agiqa", "prompt_disjoint")}
     assert clip["clip_agiqa"].protocol_tag == ""
     assert clip_study.checkpoint_path(clip["clip_agiqa"]).name == \

@@ -49,7 +49,9 @@ def test_profile_table_sets_the_released_defaults_for_full():
     assert ClipStudyConfig(profile="full", device="cuda", precision="fp32").precision == "fp32"
     lite_cfg = ClipStudyConfig(profile="lite", device="cuda")
     assert (lite_cfg.augmentation, lite_cfg.precision) == ("cached", "fp32")
-    assert lite_cfg.augmentation_label == "cached:8"
+    assert lite_cfg.augmentation_label == "cached:0"  # the lite recipe trains on the fixed view
+    assert lite_cfg.released_recipe().augmentation_label == "cached:8"
+    assert (full.clip_recipe, lite.clip_recipe, tiny.clip_recipe) == ("released", "lite", "released")
     assert ClipStudyConfig(profile="tiny", augmentation="fresh").fresh_views
     assert MAStudyConfig(profile="full").resize == "released_cv2"
     assert MAStudyConfig(profile="lite").resize == MAStudyConfig(profile="tiny").resize == "pil"

@@ -6,6 +6,10 @@ profile table (`core.profiles`): for `full`, fresh views every epoch and, on CUD
 `full` uses fp32 (the release's fp16 is refused on CPU: PyTorch's CPU fp16 kernels are slow or
 missing), and the resolved values are what the result records carry.
 
+The recipe (`CLIP_RECIPES`: head-input scales, epochs, cached views) is the profile's unless
+set: `released` for `full`/`tiny`; for `lite` the `lite` recipe chosen on a validation part,
+with CLIP-AGIQA trained once more with the released recipe beside it (`compare_released`).
+A field left unset (None) takes its recipe's value; one set explicitly wins.
 `feature_scale` (1.0: as released) multiplies the normalised head input
 (`ClipAgiqaConfig.feature_scale`), `text_feature_scale` the text features apart from it; other
 values name their runs (`scale_tag`), their training states and their result records apart
@@ -14,6 +18,7 @@ from the released ones.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -26,6 +31,14 @@ from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import get_profile
 
 FAST_EPOCHS, FAST_AUG_VIEWS, FAST_BOOT = 2, 1, 100  # `fast=True`: a smoke run
+# What a recipe sets when the config leaves it unset. `released`: Tang et al.'s head input (unit
+# features, text scaled with them) and 100-epoch schedule, on 8 cached views where views are
+# cached. `lite`: chosen on the carved validation part of AGIQA-3K for lite's features, never on
+# test (`benchmarks/select_lite_clip.py`, README "Measured so far").
+CLIP_RECIPES = {
+    "released": {"epochs": 100, "n_aug_views": 8, "feature_scale": 1.0, "text_feature_scale": None},
+    "lite": {"epochs": 50, "n_aug_views": 0, "feature_scale": 22.6, "text_feature_scale": 1.0},
+}
 AUGMENTATIONS = ("fresh", "cached")
 MAX_AUTO_WORKERS = 8  # the release's DATALOADER.NUM_WORKERS
 
@@ -34,9 +47,9 @@ MAX_AUTO_WORKERS = 8  # the release's DATALOADER.NUM_WORKERS
 class ClipStudyConfig(StudyConfig):
     """The CLIP-AGIQA study: data, the released training recipe, selection and outputs.
 
-    Defaults are the released ones (80/20 split with random_state 42, 100 epochs, seed 0;
-    `full`: fresh views each epoch, fp16 on CUDA). With `fast=True` epochs, augmented views
-    and bootstrap resamples shrink to a smoke run.
+    Defaults are the released ones (80/20 split with random_state 42, seed 0; `full`: fresh
+    views each epoch, fp16 on CUDA) and the profile's recipe (`CLIP_RECIPES`). With
+    `fast=True` epochs, augmented views and bootstrap resamples shrink to a smoke run.
     """
 
     protocol: str = option("clip_agiqa", "split protocol (clip_agiqa as released, "
@@ -55,23 +68,33 @@ class ClipStudyConfig(StudyConfig):
                                                ".safetensors state dict, or a folder with "
                                                "open_clip_config.json)")
     seed: int = option(0, "seed of the context/head initialisation, batches and views")
-    epochs: int = option(100, "training epochs (the released schedule: 1 warm-up + cosine)")
-    n_aug_views: int = option(8, "cached augmented views per training image "
-                                 "(augmentation=cached)")
+    recipe: str = option("auto", "head input and schedule: released (Tang et al.) or lite "
+                                 "(image feature x 22.6, text features at unit norm, 50 epochs "
+                                 "on the fixed view: chosen on a validation part for lite's "
+                                 "features); auto: lite for profile lite, else released. "
+                                 "Unset epochs, n_aug_views and scales take the recipe's",
+                         choices=("auto", *CLIP_RECIPES))
+    compare_released: bool = option(True, "with a recipe other than released, also train "
+                                           "CLIP-AGIQA with the released recipe on the same "
+                                           "features (one run on the train rows: best_on_test "
+                                           "and last), reported beside it")
+    epochs: int | None = option(None, "training epochs, 1 warm-up + cosine (default: the "
+                                      "recipe's, 100 released, 50 lite)")
+    n_aug_views: int | None = option(None, "cached augmented views per training image, "
+                                           "augmentation=cached (default: the recipe's, 8 "
+                                           "released, 0 lite: the fixed view)")
     val_fraction: float = option(0.1, "share of train carved out as val for best_on_val "
                                       "when the split has no val part")
     binning: str = option("quantiles", "quality-class cut-points: quantiles of the train MOS "
                                        "or the released ones", choices=BINNING_RULES)
-    feature_scale: float = option(1.0, "multiply the L2-normalised head input (image and "
-                                       "text features) by this before the regression head; "
-                                       "1.0 is the release, sqrt(D) (22.6 for lite's D=512) a "
-                                       "lite option against the underfitting head, chosen on "
-                                       "the validation part")
+    feature_scale: float | None = option(None, "multiply the L2-normalised head input "
+                                              "(image and text features) by this before the "
+                                              "regression head (default: the recipe's, 1.0 "
+                                              "released, 22.6 = sqrt(512) lite)")
     text_feature_scale: float | None = option(None, "multiply the six text features by this "
-                                                    "instead of feature_scale (None: the same); "
-                                                    "1.0 with feature_scale 22.6 scales the image "
-                                                    "feature only, the lite setting chosen on the "
-                                                    "validation part")
+                                                    "instead of feature_scale (default: the "
+                                                    "recipe's: the same as feature_scale "
+                                                    "released, 1.0 lite)")
     batch_size: int | None = option(None, "images per batch when extracting features "
                                           "(default: 4 on a CPU, 32 on a GPU)")
     num_workers: int | None = option(None, "image-loading worker processes for fresh views "
@@ -93,6 +116,13 @@ class ClipStudyConfig(StudyConfig):
         augmentation = auto_option(self.augmentation, profile.clip_augmentation)
         if augmentation not in AUGMENTATIONS:
             raise AgiqaError(f"augmentation must be auto, fresh or cached, got {augmentation!r}.")
+        recipe = auto_option(self.recipe, profile.clip_recipe)
+        if recipe not in CLIP_RECIPES:
+            raise AgiqaError(f"recipe must be auto, {' or '.join(CLIP_RECIPES)}, got {recipe!r}.")
+        object.__setattr__(self, "recipe", recipe)
+        for name, value in CLIP_RECIPES[recipe].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         workers = self.num_workers
         if workers is None:
             workers = min(MAX_AUTO_WORKERS, os.cpu_count() or 1) if cuda else 0
@@ -119,6 +149,17 @@ class ClipStudyConfig(StudyConfig):
             object.__setattr__(self, "epochs", min(self.epochs, FAST_EPOCHS))
             object.__setattr__(self, "n_aug_views", min(self.n_aug_views, FAST_AUG_VIEWS))
             object.__setattr__(self, "n_boot", min(self.n_boot, FAST_BOOT))
+
+    @property
+    def trains_released_beside(self) -> bool:
+        """Whether the study also trains the released recipe on the same features."""
+        return self.compare_released and self.recipe != "released"
+
+    def released_recipe(self) -> ClipStudyConfig:
+        """This study (data, device, seed, outputs) with the released recipe in every setting
+        the recipe decides."""
+        return dataclasses.replace(self, recipe="released", compare_released=False,
+                                   **dict.fromkeys(CLIP_RECIPES["released"]))
 
     @property
     def fresh_views(self) -> bool:

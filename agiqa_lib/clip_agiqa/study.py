@@ -6,7 +6,9 @@
    dropped.
 2. `train(data, cfg, use_text)`: CLIP-AGIQA (or the image-only control) under every
    selection rule, from fresh views every epoch (the release, `full`) or the cached views;
-   `baselines(data)`: zero-shot CLIP-IQA, ridge and SVR probes.
+   `baselines(data)`: zero-shot CLIP-IQA, ridge and SVR probes; with a recipe other than the
+   released one (`lite`), `train_released_recipe(data)`: CLIP-AGIQA with the released recipe
+   on the same frozen CLIP, reported beside it.
 3. `evaluate(data, predictions, runs, cfg)`: SRCC/PLCC/KRCC with bootstrap CIs per
    (model, selection rule); `records(...)`: one `ResultRecord` per row (predictions saved).
 `run(cfg)` chains them (the CLI); the notebook calls the steps one by one.
@@ -36,7 +38,7 @@ from agiqa_lib.clip_agiqa.binning import assign_classes, resolve_cutpoints
 from agiqa_lib.clip_agiqa.config import ClipStudyConfig
 from agiqa_lib.clip_agiqa.model import (ClipAgiqa, ClipAgiqaConfig, create_clip_agiqa,
                                         save_checkpoint)
-from agiqa_lib.clip_agiqa.train import (ClipFeatures, FreshViews, SelectionRun,
+from agiqa_lib.clip_agiqa.train import (SELECTION_RULES, ClipFeatures, FreshViews, SelectionRun,
                                         fit_selection_rules)
 from agiqa_lib.core import distributed
 from agiqa_lib.core.features import clip_image_features
@@ -47,6 +49,8 @@ from agiqa_lib.evaluation.metrics import bootstrap_ci, evaluate as evaluate_metr
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 
 MODEL_NAMES = {True: "clip_agiqa", False: "image_only_control"}
+# The released recipe trained beside another one: the run on all train rows, as released.
+RELEASED_RULES = ("best_on_test", "last")
 
 
 @dataclass
@@ -102,9 +106,10 @@ def prepare(cfg: ClipStudyConfig, bundle: ClipBundle | None = None) -> ClipStudy
                          assign_classes(df["mos"].to_numpy(dtype=float), cutpoints))
 
 
-def train(data: ClipStudyData, cfg: ClipStudyConfig,
-          use_text: bool = True) -> tuple[SelectionRun, ClipAgiqa]:
-    """Train CLIP-AGIQA (`use_text=True`) or the image-only control under each selection rule.
+def train(data: ClipStudyData, cfg: ClipStudyConfig, use_text: bool = True,
+          rules: tuple[str, ...] = SELECTION_RULES) -> tuple[SelectionRun, ClipAgiqa]:
+    """Train CLIP-AGIQA (`use_text=True`) or the image-only control under each selection rule
+    in `rules` (without `best_on_val`, a split without a val part needs one run, not two).
 
     Training state is checkpointed under `{out_dir}/checkpoints/training/` and resumed.
     With `cfg.augmentation == "fresh"` every step loads and augments its images and runs the
@@ -129,7 +134,8 @@ def train(data: ClipStudyData, cfg: ClipStudyConfig,
                       f"{MODEL_NAMES[use_text]}_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}"
                       f"_{cfg.protocol}{cfg.scale_tag}_seed{cfg.seed}_{digest}")
     run = fit_selection_rules(make_model, data.features, data.mos, data.split, train_config,
-                              val_fraction=cfg.val_fraction, checkpoint_dir=checkpoint_dir,
+                              rules=rules, val_fraction=cfg.val_fraction,
+                              checkpoint_dir=checkpoint_dir,
                               progress=cfg.progress, fresh=fresh,
                               parallel_runs=cfg.parallel_runs, cores=cfg.threads)
     model = make_model()
@@ -226,7 +232,8 @@ def records(table: pd.DataFrame, data: ClipStudyData,
             augmentation=cfg.augmentation_label if trained else None,
             feature_scale=cfg.feature_scale if trained else None,
             text_feature_scale=cfg.text_feature_scale if trained else None,
-            extra={"clip_model_id": data.bundle.model_id})
+            extra={"clip_model_id": data.bundle.model_id,
+                   **({"recipe": cfg.recipe} if trained else {})})
         pred = (predictions or {}).get((row["model"], row["selection"]))
         if pred is not None:
             save_predictions(test_frame.assign(pred=pred), record, cfg.out)
@@ -235,14 +242,41 @@ def records(table: pd.DataFrame, data: ClipStudyData,
 
 
 @dataclass
+class ReleasedRecipeRun:
+    """CLIP-AGIQA trained with the released recipe on the frozen CLIP of a study that uses
+    another one: its own views and config (`data.cfg`), one run, its table and predictions."""
+
+    data: ClipStudyData
+    run: SelectionRun
+    table: pd.DataFrame
+    predictions: dict[tuple[str, str], np.ndarray]
+
+
+def train_released_recipe(data: ClipStudyData) -> ReleasedRecipeRun:
+    """Train CLIP-AGIQA once more with the released recipe (`ClipStudyConfig.released_recipe`:
+    head input scale 1, 100 epochs, 8 cached views) on `data`'s CLIP, split and test view.
+
+    One run on all train rows gives the release's own rule (`best_on_test`) and `last`; its
+    augmented views are extracted (or read from the cache) here.
+    """
+    cfg = data.cfg.released_recipe()
+    released = prepare(cfg, bundle=data.bundle)
+    run, _ = train(released, cfg, use_text=True, rules=RELEASED_RULES)
+    runs = {MODEL_NAMES[True]: run}
+    predictions = collect_predictions({}, runs)
+    return ReleasedRecipeRun(released, run, evaluate(released, predictions, runs), predictions)
+
+
+@dataclass
 class ClipStudy:
-    """What `run` produced."""
+    """What `run` produced (`released`: the released recipe beside another one, or None)."""
 
     data: ClipStudyData
     runs: dict[str, SelectionRun]
     table: pd.DataFrame
     checkpoint: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    released: ReleasedRecipeRun | None = None
 
 
 def run(cfg: ClipStudyConfig) -> ClipStudy:
@@ -262,20 +296,35 @@ def run(cfg: ClipStudyConfig) -> ClipStudy:
     predictions = collect_predictions(baselines(data), runs)
     table = evaluate(data, predictions, runs)
     seconds["baselines_and_table"] = time.perf_counter() - start
+    released = None
+    if cfg.trains_released_beside:
+        start = time.perf_counter()
+        released = train_released_recipe(data)
+        seconds["released_recipe"] = time.perf_counter() - start
     checkpoint = checkpoint_path(cfg)
     with distributed.main_process_first() as main:  # a launched run: rank 0 writes
         if main:
             if cfg.results_path is not None:
                 add_records(records(table, data, predictions), cfg.results_path)
-            save_study_tables(table, runs, cfg.out / f"clip_study_{cfg.dataset}_{cfg.profile}"
-                                                     f"{cfg.weights_tag}_{cfg.protocol}"
-                                                     f"{cfg.scale_tag}")
+                if released is not None:
+                    add_records(records(released.table, released.data, released.predictions),
+                                cfg.results_path)
+            save_study_tables(table, runs, study_tables_folder(cfg))
+            if released is not None:
+                save_study_tables(released.table, {MODEL_NAMES[True]: released.run},
+                                  study_tables_folder(released.data.cfg))
             checkpoint = save_checkpoint(
                 models["clip_agiqa"], checkpoint,
                 extra_metadata={"dataset": cfg.dataset, "protocol": cfg.protocol,
                                 "epochs": cfg.epochs, "selection": "last", "seed": cfg.seed,
                                 "augmentation": cfg.augmentation_label})
-    return ClipStudy(data, runs, table, checkpoint, seconds)
+    return ClipStudy(data, runs, table, checkpoint, seconds, released)
+
+
+def study_tables_folder(cfg: ClipStudyConfig) -> Path:
+    """Where `run` writes a study's table and training histories as CSV files."""
+    return cfg.out / (f"clip_study_{cfg.dataset}_{cfg.profile}{cfg.weights_tag}_{cfg.protocol}"
+                      f"{cfg.scale_tag}")
 
 
 def save_study_tables(table: pd.DataFrame, runs: dict[str, SelectionRun], folder: Path) -> None:

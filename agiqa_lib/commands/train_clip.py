@@ -21,6 +21,8 @@ import argparse
 import os
 from typing import TypeVar
 
+import pandas as pd
+
 from agiqa_lib.clip_agiqa import study
 from agiqa_lib.clip_agiqa.config import ClipStudyConfig
 from agiqa_lib.commands.options import add_config_arguments
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     group = apply_launch_arguments(args, cfg)
     say = print if group.is_main else (lambda *a, **k: None)  # launched: rank 0 prints
     say(f"profile {cfg.profile}, weights {cfg.weights}, precision {cfg.precision}, "
-        f"augmentation {cfg.augmentation_label}, device {cfg.device}"
+        f"recipe {cfg.recipe} ({cfg.epochs} epochs), augmentation {cfg.augmentation_label}, "
+        f"device {cfg.device}"
         + ("" if cfg.feature_scale == 1.0 else f", feature_scale {cfg.feature_scale:g}")
         + ("" if cfg.text_feature_scale is None
            else f", text_feature_scale {cfg.text_feature_scale:g}"))
@@ -60,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     result = study.run(cfg)
     columns = ["model", "selection", "srcc", "srcc_lo", "srcc_hi", "plcc_raw", "plcc_raw_lo",
                "plcc_raw_hi", "krcc", "rmse_logistic", "n", "epoch"]
-    say(result.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    table = result.table
+    if result.released is not None:  # the released recipe on the same features, labelled
+        table = pd.concat([table, result.released.table.assign(
+            model=lambda t: t["model"] + " (released recipe)")], ignore_index=True)
+    say(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     say("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
     say(f"checkpoint: {result.checkpoint}")
     return 0

@@ -44,6 +44,10 @@ class Profile:
     clip_augmentation: str = "cached"
     # CLIP-AGIQA precision on a CUDA device (every other device runs fp32).
     clip_precision_cuda: str = "fp32"
+    # CLIP-AGIQA's head input and schedule (`clip_agiqa.config.CLIP_RECIPES`): "released", or
+    # "lite" (chosen on a validation part for lite's features; the released recipe is trained
+    # beside it).
+    clip_recipe: str = "released"
     # MA-AGIQA resize to 224 x 224: "released_cv2" (cv2.imread + INTER_CUBIC, as released) or
     # "pil" (PIL bicubic with antialiasing; about 1 % of the pixel range away from cv2).
     ma_resize: str = "pil"
@@ -79,6 +83,11 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
         # SRCC, within-generator 0.42 -> 0.47 (`benchmarks/probe_image_size.py`). Smaller
         # images (the 256 px demo) are read at their own side, never upsampled past it.
         ma_max_image_size=512,
+        # On lite's unit-norm 512-d features the released head underfits (predictions in a
+        # narrow band, SRCC below a ridge probe): the lite recipe scales the image feature by
+        # sqrt(512), keeps the text features at unit norm and trains 50 epochs on the fixed view,
+        # chosen on the carved validation part only (`benchmarks/select_lite_clip.py`).
+        clip_recipe="lite",
     ),
     "tiny": Profile(
         name="tiny",
