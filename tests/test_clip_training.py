@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -364,6 +366,23 @@ def test_study_with_the_lite_recipe_trains_the_released_recipe_beside_it(tmp_pat
         assert r["extra"]["recipe"] == ("lite" if lite else "released")
         assert r["augmentation"] == ("cached:0" if lite else "cached:1")
         assert r["text_feature_scale"] == (1.0 if lite else None)
+
+
+@pytest.mark.slow
+def test_train_clip_prints_the_released_recipe_rows_beside_the_lite_recipe(tmp_path, capsys):
+    """`agiqa train-clip --recipe lite` prints its recipe and the released recipe's rows,
+    labelled; `--no-compare-released` trains the lite recipe alone."""
+    from agiqa_lib.cli import main
+
+    base = ["train-clip", "demo", "--profile", "tiny", "--recipe", "lite", "--fast", "--epochs",
+            "1", "--n-boot", "20", "--no-progress", "--out-dir", str(tmp_path / "out")]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "recipe lite (1 epochs)" in out
+    assert re.search(r"clip_agiqa \(released recipe\)\s+best_on_test", out)
+    assert re.search(r"clip_agiqa \(released recipe\)\s+last", out)
+    assert main(base + ["--no-compare-released"]) == 0
+    assert "released recipe" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ MAX_AUTO_WORKERS = 8  # the release's DATALOADER.NUM_WORKERS
 
 @dataclass(frozen=True)
 class ClipStudyConfig(StudyConfig):
-    """The CLIP-AGIQA study: data, the released training recipe, selection and outputs.
+    """The CLIP-AGIQA study: data, the training recipe, selection and outputs.
 
     Defaults are the released ones (80/20 split with random_state 42, seed 0; `full`: fresh
     views each epoch, fp16 on CUDA) and the profile's recipe (`CLIP_RECIPES`). With
