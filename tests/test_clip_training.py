@@ -186,6 +186,35 @@ def test_selection_runs_side_by_side_equal_the_runs_one_after_another():
         assert all(torch.equal(apart.states[rule][k], v) for k, v in alone.states[rule].items())
 
 
+@pytest.mark.slow
+def test_plans_of_two_models_side_by_side_equal_each_plan_alone():
+    """`fit_plans` trains the runs of two plans (one run, as the released recipe beside
+    another, and two) in one pool of two one-thread workers, and each plan's SelectionRun
+    equals the plan trained alone on one thread here, in the order the plans were given."""
+    from agiqa_lib.clip_agiqa.train import fit_plans, plan_selection_rules
+
+    feats, mos = _synthetic(120)
+    split = pd.Series(["train"] * 90 + ["test"] * 30)
+    one = TrainConfig(epochs=4, lr=0.05, batch_size=16)
+    two = TrainConfig(epochs=2, lr=0.01, batch_size=16, seed=1)
+
+    def plans():
+        return [plan_selection_rules(standin_model, feats, mos, split, one,
+                                     rules=("best_on_test", "last"), progress=False),
+                plan_selection_rules(lambda: standin_model(use_text=False), feats, mos, split,
+                                     two, progress=False)]
+
+    together = fit_plans(plans(), parallel_runs=2, cores=2, progress=False)
+    alone = [fit_plans([plan], progress=False)[0] for plan in plans()]
+    assert [set(r.histories) for r in together] == [{"train"}, {"train", "train_minus_val"}]
+    for got, want in zip(together, alone):
+        assert set(got.predictions) == set(want.predictions)
+        for rule, pred in want.predictions.items():
+            np.testing.assert_array_equal(got.predictions[rule], pred)
+            assert got.best_epochs[rule] == want.best_epochs[rule]
+    assert not np.array_equal(together[0].predictions["last"], together[1].predictions["last"])
+
+
 def test_carved_validation_is_seeded_and_disjoint():
     train = np.arange(100, 200)
     fit, val = carve_validation(train, 0.1, seed=3)

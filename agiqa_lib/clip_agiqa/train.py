@@ -311,23 +311,27 @@ def carve_validation(train_rows: np.ndarray, fraction: float = 0.1, seed: int = 
     return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
 
 
-def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatures,
-                        mos: Sequence[float], split: pd.Series, config: TrainConfig | None = None,
-                        rules: Sequence[str] = SELECTION_RULES, val_fraction: float = 0.1,
-                        checkpoint_dir: str | os.PathLike | None = None,
-                        progress: bool = True, fresh: FreshViews | None = None,
-                        parallel_runs: int = 1, cores: int | None = None) -> SelectionRun:
-    """Train and predict the test rows under each selection rule.
+@dataclass
+class SelectionPlan:
+    """The training runs one `SelectionRun` needs (one or two), ready to train: a job per run
+    for `_train_detached`, the models and eval sets to predict with afterwards."""
 
-    Training batches come from the cached augmented views of `features`, or with `fresh`
-    from fresh random views encoded at every step (the released path); every evaluation uses
-    the cached test view. A split with its own "val" rows needs one run. Without one (e.g.
-    `clip_agiqa`), one run on all train rows gives `best_on_test` and `last`, and a second run
-    on train minus a carved val part (`val_fraction`, seeded) gives `best_on_val`.
-    `make_model` builds a fresh model. With cached views the two runs may train side by side
-    (`parallel_runs`, `cores`: see `core.side_by_side`); each equals the run trained alone
-    with the worker's threads.
-    """
+    rules: Sequence[str]
+    run_names: list[str]
+    jobs: list[tuple]
+    models: dict[str, nn.Module]
+    eval_parts: dict[str, dict[str, EvalSet]]
+    fresh: bool  # fresh views read images through this process's encoder: never in a worker
+
+
+def plan_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatures,
+                         mos: Sequence[float], split: pd.Series,
+                         config: TrainConfig | None = None,
+                         rules: Sequence[str] = SELECTION_RULES, val_fraction: float = 0.1,
+                         checkpoint_dir: str | os.PathLike | None = None,
+                         progress: bool = True,
+                         fresh: FreshViews | None = None) -> SelectionPlan:
+    """The runs `fit_selection_rules` trains, built but not trained (see there)."""
     config = config or TrainConfig()
     unknown = sorted(set(rules) - set(SELECTION_RULES))
     if unknown:
@@ -346,10 +350,10 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
         if "best_on_val" in rules:
             fit_rows, val_rows = carve_validation(train, val_fraction, config.seed)
             runs["train_minus_val"] = (fit_rows, {"val": val_rows, "test": test})
-    jobs, models, eval_parts = [], {}, {}
+    plan = SelectionPlan(tuple(rules), list(runs), [], {}, {}, fresh is not None)
     for run_name, (fit_rows, eval_rows) in runs.items():
         torch.manual_seed(config.seed)  # context and head initialisation
-        model = models[run_name] = make_model()
+        model = plan.models[run_name] = make_model()
         if fresh is not None:
             batches = ImageBatches([fresh.paths[r] for r in fit_rows], mos[fit_rows],
                                    fresh.transform, fresh.encode, config.batch_size,
@@ -357,27 +361,63 @@ def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatu
         else:
             batches = CachedFeatureBatches(features.training_views(fit_rows), mos[fit_rows],
                                            config.batch_size, config.seed)
-        eval_sets = eval_parts[run_name] = {
+        eval_sets = plan.eval_parts[run_name] = {
             name: EvalSet(features.test[torch.as_tensor(rows)], mos[rows])
             for name, rows in eval_rows.items()}
         ckpt = Path(checkpoint_dir) / f"{run_name}.safetensors" if checkpoint_dir else None
         desc = f"train {'CLIP-AGIQA' if getattr(model, 'prompt_learner', None) else 'image-only'} ({run_name})"
-        jobs.append((model, batches, eval_sets, config, ckpt, progress, desc))
-    # cached views: the runs are independent and may train side by side (fresh views read
-    # images through the encoder of this process, so they run here)
-    processes = 1 if fresh is not None else side_by_side.worker_count(
+        plan.jobs.append((model, batches, eval_sets, config, ckpt, progress, desc))
+    return plan
+
+
+def fit_plans(plans: Sequence[SelectionPlan], parallel_runs: int = 1, cores: int | None = None,
+              progress: bool = True) -> list[SelectionRun]:
+    """Train every run of `plans` and return one `SelectionRun` per plan.
+
+    With cached views the runs are independent and may train side by side
+    (`parallel_runs`, `cores`: see `core.side_by_side`), the runs of several plans together,
+    in the order given (a worker takes the next run when it is free); each equals the run
+    trained alone with the worker's threads. Fresh views train here, one after another.
+    """
+    jobs = [job for plan in plans for job in plan.jobs]
+    processes = 1 if any(plan.fresh for plan in plans) else side_by_side.worker_count(
         parallel_runs, len(jobs), _device_of(jobs[0][0]), cores)
-    results = side_by_side.run_side_by_side(_train_detached, jobs, processes, cores=cores,
-                                            desc="CLIP-AGIQA runs", progress=progress)
-    out = SelectionRun({}, {}, {}, {})
-    for run_name, (history, states, best_epochs) in zip(runs, results):
-        model, eval_sets = models[run_name], eval_parts[run_name]
-        out.histories[run_name] = history
-        for rule in rules:
-            if rule in states and rule not in out.predictions:
-                state = tensors_from_bytes(states[rule])
-                model.load_trainable_state_dict(state)
-                out.predictions[rule] = predict_rows(model, eval_sets["test"].features)
-                out.best_epochs[rule] = best_epochs[rule]
-                out.states[rule] = state
+    results = iter(side_by_side.run_side_by_side(_train_detached, jobs, processes, cores=cores,
+                                                 desc="CLIP-AGIQA runs", progress=progress))
+    out = []
+    for plan in plans:
+        run = SelectionRun({}, {}, {}, {})
+        for run_name, (history, states, best_epochs) in zip(plan.run_names, results):
+            model, eval_sets = plan.models[run_name], plan.eval_parts[run_name]
+            run.histories[run_name] = history
+            for rule in plan.rules:
+                if rule in states and rule not in run.predictions:
+                    state = tensors_from_bytes(states[rule])
+                    model.load_trainable_state_dict(state)
+                    run.predictions[rule] = predict_rows(model, eval_sets["test"].features)
+                    run.best_epochs[rule] = best_epochs[rule]
+                    run.states[rule] = state
+        out.append(run)
     return out
+
+
+def fit_selection_rules(make_model: Callable[[], nn.Module], features: ClipFeatures,
+                        mos: Sequence[float], split: pd.Series, config: TrainConfig | None = None,
+                        rules: Sequence[str] = SELECTION_RULES, val_fraction: float = 0.1,
+                        checkpoint_dir: str | os.PathLike | None = None,
+                        progress: bool = True, fresh: FreshViews | None = None,
+                        parallel_runs: int = 1, cores: int | None = None) -> SelectionRun:
+    """Train and predict the test rows under each selection rule.
+
+    Training batches come from the cached augmented views of `features`, or with `fresh`
+    from fresh random views encoded at every step (the released path); every evaluation uses
+    the cached test view. A split with its own "val" rows needs one run. Without one (e.g.
+    `clip_agiqa`), one run on all train rows gives `best_on_test` and `last`, and a second run
+    on train minus a carved val part (`val_fraction`, seeded) gives `best_on_val`.
+    `make_model` builds a fresh model. With cached views the two runs may train side by side
+    (`parallel_runs`, `cores`: see `core.side_by_side`); each equals the run trained alone
+    with the worker's threads.
+    """
+    plan = plan_selection_rules(make_model, features, mos, split, config, rules, val_fraction,
+                                checkpoint_dir, progress, fresh)
+    return fit_plans([plan], parallel_runs, cores, progress)[0]
