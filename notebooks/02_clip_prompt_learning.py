@@ -47,7 +47,7 @@ n_aug_views = None        # cached augmented views per training image (None: rel
 seed = 0
 out_dir = "outputs"       # figures in {out_dir}/figures, checkpoint in {out_dir}/checkpoints
 results_path = None       # when set, one record per table row is added to this file
-fast = False              # tiny settings for tests
+fast = False              # a smoke run: 96 images, 2 epochs, 1 view (tests, run_all.sh --fast)
 device = "cpu"            # cpu, cuda, cuda:N, mps or auto: where CLIP extracts and training runs
 precision = "auto"        # auto: fp16_as_released for full on CUDA, else fp32
 augmentation = "auto"     # auto: fresh views every epoch for full (as released), cached for lite/tiny
@@ -71,7 +71,7 @@ from agiqa_lib.evaluation.results import add_records
 from agiqa_lib.viz import clip_agiqa as viz
 
 pd.set_option("display.precision", 3)
-cfg = ClipStudyConfig.from_mapping(globals())  # fast=True shrinks epochs, views, bootstrap
+cfg = ClipStudyConfig.from_mapping(globals())  # fast=True shrinks images, epochs, views, bootstrap
 print(f"{cfg.dataset} / {cfg.profile} / {cfg.protocol}: {cfg.recipe} recipe, {cfg.epochs} epochs, "
       f"{cfg.n_aug_views} augmented views, seed {cfg.seed}, device {cfg.device}, head input "
       f"scale {cfg.feature_scale:g} (text features {cfg.model_config().text_scale:g})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from agiqa_lib.clip_agiqa.config import ClipStudyConfig
 from agiqa_lib.core.config import resolve_device
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import PROFILE_NAMES, PROFILES, get_profile
+from agiqa_lib.data.splits import evenly_spread
 from agiqa_lib.ma_agiqa.config import MAStudyConfig, train_config
 from agiqa_lib.ma_agiqa.model import ma_agiqa_config
 
@@ -28,14 +30,26 @@ def test_configs_are_frozen_and_built_from_a_notebook_namespace():
 
 def test_fast_shrinks_every_schedule_and_bad_values_are_one_sentence():
     clip = ClipStudyConfig(fast=True, epochs=100, n_aug_views=8)
-    assert (clip.epochs, clip.n_aug_views, clip.n_boot) == (2, 1, 100)
+    assert (clip.limit, clip.epochs, clip.n_aug_views, clip.n_boot) == (96, 2, 1, 100)
     ma = MAStudyConfig(fast=True)
     assert (ma.limit, ma.epochs) == (96, 2)
+    assert MAStudyConfig(fast=True, limit=40).limit == 40 and ClipStudyConfig().limit is None
     for bad in (dict(profile="huge"), dict(precision="fp8"), dict(device="gpu"),
                 dict(n_boot=0), dict(variants=("gated",)), dict(seeds=()),
-                dict(flip="diagonal")):
+                dict(flip="diagonal"), dict(limit=0)):
         with pytest.raises(AgiqaError):
             MAStudyConfig(**bad)
+    with pytest.raises(AgiqaError, match="limit must be a positive"):
+        ClipStudyConfig(limit=0)
+
+
+def test_a_limit_keeps_rows_evenly_spread_over_the_file():
+    df = pd.DataFrame({"name": [f"{i}.png" for i in range(10)],
+                       "generator": ["a"] * 5 + ["b"] * 5})
+    kept = evenly_spread(df, 4)
+    assert list(kept["name"]) == ["0.png", "3.png", "6.png", "9.png"]  # both generators
+    assert list(kept.index) == [0, 1, 2, 3]
+    assert evenly_spread(df, None).equals(df) and evenly_spread(df, 50).equals(df)
 
 
 def test_devices_resolve_or_say_what_to_pass():

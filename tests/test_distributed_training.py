@@ -227,7 +227,22 @@ def test_accumulation_in_one_process_matches(monkeypatch, tmp_path):
         outs.append((run.history["train_loss"].iloc[0], model.maniqa.state_dict()))
     assert outs[0][0] == pytest.approx(outs[1][0], rel=1e-5)
     for key, value in outs[0][1].items():
-        torch.testing.assert_close(outs[1][1][key], value, rtol=1e-4, atol=1e-5)
+        mask = _with_a_gradient(key, value)
+        torch.testing.assert_close(outs[1][1][key][mask], value[mask], rtol=1e-4, atol=1e-5)
+
+
+def _with_a_gradient(key: str, value: torch.Tensor) -> torch.Tensor:
+    """Entries whose gradient is not zero in exact arithmetic. An attention key bias adds the
+    same q.b to every score of a query row, which the softmax removes: its gradient is float
+    noise, which Adam turns into steps of up to lr whose signs depend on the CPU's summation
+    order, so two exact equivalents (one batch, two micro-batches) may move it apart."""
+    mask = torch.ones_like(value, dtype=torch.bool)
+    if key.endswith("c_k.bias"):  # TABlock keys
+        mask[:] = False
+    elif key.endswith("attn.qkv.bias"):  # Swin: [q | k | v] biases
+        third = value.shape[0] // 3
+        mask[third:2 * third] = False
+    return mask
 
 
 if __name__ == "__main__":  # the launched processes of `launched_and_single`

@@ -114,6 +114,13 @@ def test_within_group_all_constant_warns():
     assert np.isnan(stats_["within_group_srcc"]) and stats_["n_groups"] == 0
 
 
+def test_within_group_is_undefined_without_warning_when_every_group_is_small():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one image per prompt is no anomaly
+        stats_ = within_group_srcc_stats([1, 2, 3, 4], [2, 1, 4, 3], list("aabc"))
+    assert np.isnan(stats_["within_group_srcc"]) and stats_["n_groups"] == 0
+
+
 @pytest.mark.parametrize("metric, scipy_fn", [("srcc", stats.spearmanr), ("plcc", stats.pearsonr),
                                               ("krcc", stats.kendalltau)])
 def test_bootstrap_ci_matches_a_plain_loop(noisy_pair, metric, scipy_fn):

@@ -49,7 +49,7 @@ class ClipStudyConfig(StudyConfig):
 
     Defaults are the released ones (80/20 split with random_state 42, seed 0; `full`: fresh
     views each epoch, fp16 on CUDA) and the profile's recipe (`CLIP_RECIPES`). With
-    `fast=True` epochs, augmented views and bootstrap resamples shrink to a smoke run.
+    `fast=True` images (96), epochs, augmented views and bootstrap resamples shrink to a smoke run.
     """
 
     protocol: str = option("clip_agiqa", "split protocol (clip_agiqa as released, "

@@ -44,7 +44,7 @@ from agiqa_lib.core import distributed
 from agiqa_lib.core.features import clip_image_features
 from agiqa_lib.core.io import atomic_path
 from agiqa_lib.data.datasets import load_dataset
-from agiqa_lib.data.splits import assigned_rows, make_split
+from agiqa_lib.data.splits import assigned_rows, evenly_spread, make_split
 from agiqa_lib.evaluation.metrics import bootstrap_ci, evaluate as evaluate_metrics
 from agiqa_lib.evaluation.results import ResultRecord, add_records, save_predictions
 
@@ -88,8 +88,9 @@ def training_rows(split: pd.Series) -> np.ndarray:
 
 
 def prepare(cfg: ClipStudyConfig, bundle: ClipBundle | None = None) -> ClipStudyData:
-    """Load the dataset, split it, bin the train MOS and extract (or read cached) CLIP features."""
-    df = load_dataset(cfg.dataset, root=cfg.root, target=cfg.target).reset_index(drop=True)
+    """Load the dataset (`cfg.limit`: N rows evenly spread over it), split it, bin the train
+    MOS and extract (or read cached) CLIP features."""
+    df = evenly_spread(load_dataset(cfg.dataset, root=cfg.root, target=cfg.target), cfg.limit)
     df, split = assigned_rows(df, make_split(df, cfg.protocol, seed=cfg.split_seed))
     train_mos = df.loc[split == "train", "mos"].to_numpy(dtype=float)
     cutpoints = resolve_cutpoints(cfg.binning, train_mos, dataset=cfg.dataset)

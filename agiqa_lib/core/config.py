@@ -32,6 +32,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (the first available of cuda, mps, cpu)"
 
 C = TypeVar("C", bound="StudyConfig")
+FAST_LIMIT = 96  # `fast=True`: the images a study keeps (evenly spread over the dataset)
 
 
 def option(default: Any, help: str, choices: tuple | None = None, **kwargs: Any) -> Any:
@@ -94,6 +95,8 @@ class StudyConfig:
     profile: str = option("lite", "weight profile", choices=PROFILE_NAMES)
     protocol: str = option("", "split protocol")
     split_seed: int | None = option(None, "replace the protocol's own split seed")
+    limit: int | None = option(None, "keep N images evenly spread over the dataset before "
+                                     "splitting (quick looks; fast: at most 96)")
     weights: str = option("pretrained", "pretrained: the profile's weights; random: the "
                                         "full-size architectures with random weights, a "
                                         "pipeline check without downloads (profile full only; "
@@ -133,6 +136,10 @@ class StudyConfig:
             object.__setattr__(self, "parallel_runs", 1)
         if self.n_boot < 1:
             raise AgiqaError(f"n_boot must be a positive number of resamples, got {self.n_boot}.")
+        if self.limit is not None and self.limit < 1:
+            raise AgiqaError(f"limit must be a positive number of images, got {self.limit}.")
+        if self.fast:
+            object.__setattr__(self, "limit", min(self.limit or FAST_LIMIT, FAST_LIMIT))
 
     @classmethod
     def from_mapping(cls: type[C], values: Mapping[str, Any]) -> C:

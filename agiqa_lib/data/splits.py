@@ -98,6 +98,14 @@ def release_order(df: pd.DataFrame, protocol: str, seed: int | None = None) -> n
     return positions[order]
 
 
+def evenly_spread(df: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """`limit` rows evenly spaced over the file, re-indexed 0..n-1 (all rows when None): a
+    quick look that keeps every generator of a file grouped by generator, as the datasets are."""
+    if limit is None or limit >= len(df):
+        return df.reset_index(drop=True)
+    return df.iloc[np.linspace(0, len(df) - 1, limit).astype(int)].reset_index(drop=True)
+
+
 def assigned_rows(df: pd.DataFrame, split: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     """The rows a split part took (train, val or test) and their split, both re-indexed 0..n-1
     in the original order (rows without a score are dropped here)."""

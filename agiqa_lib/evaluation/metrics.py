@@ -95,19 +95,25 @@ def within_group_srcc_stats(pred: Sequence[float], mos: Sequence[float], groups:
     *inside* a group, which a model cannot get from group identity alone.
 
     Groups with fewer than `min_size` items, or constant predictions/MOS, are skipped;
-    returns {"within_group_srcc": mean or NaN, "n_groups": groups used}.
+    returns {"within_group_srcc": mean or NaN, "n_groups": groups used}. NaN warns only when
+    some group was large enough but degenerate: a test part whose groups are all smaller (a
+    small subset, one image per prompt) does not define the metric, and that is no anomaly.
     """
     x, y = _clean_pair(pred, mos)
     labels = np.asarray(groups, dtype=object)
     if len(labels) != len(x):
         raise ValueError(f"groups has {len(labels)} items but pred/mos have {len(x)}; "
                          "pass one group label per prediction")
-    values = []
+    values, large_enough = [], 0
     for label in dict.fromkeys(labels.tolist()):
         mask = labels == label
-        if mask.sum() >= min_size and _degenerate(x[mask], y[mask]) is None:
-            values.append(stats.spearmanr(x[mask], y[mask])[0])
+        if mask.sum() >= min_size:
+            large_enough += 1
+            if _degenerate(x[mask], y[mask]) is None:
+                values.append(stats.spearmanr(x[mask], y[mask])[0])
     if not values:
+        if not large_enough:
+            return {"within_group_srcc": float("nan"), "n_groups": 0}
         warnings.warn(f"within-group SRCC is NaN: no group has >= {min_size} items with "
                       "non-constant predictions and MOS", RuntimeWarning, stacklevel=2)
         return {"within_group_srcc": float("nan"), "n_groups": 0}

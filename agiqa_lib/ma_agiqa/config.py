@@ -31,7 +31,7 @@ from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import get_profile
 from agiqa_lib.ma_agiqa.model import VARIANTS
 
-FAST_LIMIT, FAST_EPOCHS, FAST_BOOT = 96, 2, 100  # `fast=True`: a smoke run
+FAST_EPOCHS, FAST_BOOT = 2, 100  # `fast=True`: a smoke run (and `StudyConfig`'s 96 images)
 FLIPS = ("as_released", "horizontal")
 RESIZES = ("released_cv2", "pil")
 VAL_SELECTIONS = ("corrected", "as_released")
@@ -121,8 +121,6 @@ class MAStudyConfig(StudyConfig):
     max_steps_per_epoch: int | None = option(None, "stop each training epoch after N steps "
                                                    "(smoke tests of full on a CPU; default: "
                                                    "every batch, as released)")
-    limit: int | None = option(None, "keep N images evenly spread over the dataset "
-                                     "(quick looks)")
 
     def __post_init__(self) -> None:
         profile = get_profile(self.profile)
@@ -161,10 +159,7 @@ class MAStudyConfig(StudyConfig):
             raise AgiqaError(f"unknown or no variants {unknown}: choose from {', '.join(VARIANTS)}.")
         if not self.seeds:
             raise AgiqaError("seeds must name at least one training seed.")
-        if self.limit is not None and self.limit < 1:
-            raise AgiqaError(f"limit must be a positive number of images, got {self.limit}.")
         if self.fast:
-            object.__setattr__(self, "limit", min(self.limit or FAST_LIMIT, FAST_LIMIT))
             object.__setattr__(self, "epochs", min(self.epochs or FAST_EPOCHS, FAST_EPOCHS))
             object.__setattr__(self, "n_boot", min(self.n_boot, FAST_BOOT))
         self.train_config(self.seeds[0], device="cpu")  # validates the recipe

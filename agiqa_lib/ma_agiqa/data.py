@@ -36,7 +36,7 @@ from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.profiles import get_profile
 from agiqa_lib.data.datasets import load_dataset
 from agiqa_lib.core.errors import AgiqaError
-from agiqa_lib.data.splits import assigned_rows, make_split, release_order
+from agiqa_lib.data.splits import assigned_rows, evenly_spread, make_split, release_order
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.model import MAAGIQA, ma_agiqa_config
 from agiqa_lib.ma_agiqa.semantic import (OFFICIAL_MODEL_ID, OfficialVectorsSource,
@@ -105,10 +105,7 @@ def prepare_data(cfg: MAStudyConfig) -> PreparedData:
     kept); every other row choice is the protocol's. Vectors are computed only when a
     variant of `cfg` fuses them.
     """
-    df = load_dataset(cfg.dataset, cfg.root, target=cfg.target)
-    if cfg.limit is not None:
-        df = df.iloc[np.linspace(0, len(df) - 1, min(cfg.limit, len(df))).astype(int)]
-        df = df.reset_index(drop=True)
+    df = evenly_spread(load_dataset(cfg.dataset, cfg.root, target=cfg.target), cfg.limit)
     split = make_split(df, cfg.protocol, seed=cfg.split_seed)
     order = release_order(df, cfg.protocol, seed=cfg.split_seed)
     val_order = order[split.to_numpy()[order] == "val"]
