@@ -23,7 +23,8 @@ Options:
                    architecture (ViT-B/16 CLIP, ViT-B/8 MANIQA; for the MLLM the tiny random
                    mPLUG-Owl2 through the full loader) with random weights, no download: a
                    pipeline check, labelled random in every record and checkpoint
-  --fast           tiny settings in every notebook (smoke test, 1-2 min on a 2-core CPU)
+  --fast           smoke-test settings in every notebook (96 images per study, 2 epochs; about
+                   1 min on a 2-core CPU)
   --only NN        run only notebooks whose number is NN (repeatable, e.g. --only 02)
   --device DEV     cpu (default) or cuda
   --param [NN:]NAME=VALUE
