@@ -30,7 +30,7 @@ from agiqa_lib.core.config import (CLIP_PRECISIONS, FP16_AS_RELEASED, StudyConfi
 from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import get_profile
 
-FAST_EPOCHS, FAST_AUG_VIEWS, FAST_BOOT = 2, 1, 100  # `fast=True`: a smoke run
+FAST_EPOCHS, FAST_AUG_VIEWS = 2, 1  # `fast=True`: a smoke run (and `StudyConfig`'s images, bootstrap)
 # What a recipe sets when the config leaves it unset. `released`: Tang et al.'s head input (unit
 # features, text scaled with them) and 100-epoch schedule, on 8 cached views where views are
 # cached. `lite`: chosen on the carved validation part of AGIQA-3K for lite's features, never on
@@ -148,7 +148,6 @@ class ClipStudyConfig(StudyConfig):
         if self.fast:
             object.__setattr__(self, "epochs", min(self.epochs, FAST_EPOCHS))
             object.__setattr__(self, "n_aug_views", min(self.n_aug_views, FAST_AUG_VIEWS))
-            object.__setattr__(self, "n_boot", min(self.n_boot, FAST_BOOT))
 
     @property
     def trains_released_beside(self) -> bool:

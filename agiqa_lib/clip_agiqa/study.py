@@ -135,10 +135,9 @@ def train_with_released(data: ClipStudyData) -> tuple[SelectionRun, ClipAgiqa,
     Each run equals the run trained alone with its worker's threads.
     """
     cfg = data.cfg
-    plan, make_model = _plan(data, cfg, True, SELECTION_RULES)
     if not cfg.trains_released_beside:
-        run = fit_plans([plan], cfg.parallel_runs, cfg.threads, cfg.progress)[0]
-        return run, _with_last_weights(make_model(), run), None
+        return (*train(data, cfg), None)
+    plan, make_model = _plan(data, cfg, True, SELECTION_RULES)
     released_cfg = cfg.released_recipe()
     released_data = prepare(released_cfg, bundle=data.bundle)
     released_plan, _ = _plan(released_data, released_cfg, True, RELEASED_RULES)

@@ -32,7 +32,8 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (the first available of cuda, mps, cpu)"
 
 C = TypeVar("C", bound="StudyConfig")
-FAST_LIMIT = 96  # `fast=True`: the images a study keeps (evenly spread over the dataset)
+# `fast=True`: the images a study keeps (evenly spread over the dataset), bootstrap resamples
+FAST_LIMIT, FAST_BOOT = 96, 100
 
 
 def option(default: Any, help: str, choices: tuple | None = None, **kwargs: Any) -> Any:
@@ -140,6 +141,7 @@ class StudyConfig:
             raise AgiqaError(f"limit must be a positive number of images, got {self.limit}.")
         if self.fast:
             object.__setattr__(self, "limit", min(self.limit or FAST_LIMIT, FAST_LIMIT))
+            object.__setattr__(self, "n_boot", min(self.n_boot, FAST_BOOT))
 
     @classmethod
     def from_mapping(cls: type[C], values: Mapping[str, Any]) -> C:

@@ -104,18 +104,17 @@ def within_group_srcc_stats(pred: Sequence[float], mos: Sequence[float], groups:
     if len(labels) != len(x):
         raise ValueError(f"groups has {len(labels)} items but pred/mos have {len(x)}; "
                          "pass one group label per prediction")
-    values, large_enough = [], 0
+    values, any_large_enough = [], False
     for label in dict.fromkeys(labels.tolist()):
         mask = labels == label
         if mask.sum() >= min_size:
-            large_enough += 1
+            any_large_enough = True
             if _degenerate(x[mask], y[mask]) is None:
                 values.append(stats.spearmanr(x[mask], y[mask])[0])
     if not values:
-        if not large_enough:
-            return {"within_group_srcc": float("nan"), "n_groups": 0}
-        warnings.warn(f"within-group SRCC is NaN: no group has >= {min_size} items with "
-                      "non-constant predictions and MOS", RuntimeWarning, stacklevel=2)
+        if any_large_enough:
+            warnings.warn(f"within-group SRCC is NaN: no group has >= {min_size} items with "
+                          "non-constant predictions and MOS", RuntimeWarning, stacklevel=2)
         return {"within_group_srcc": float("nan"), "n_groups": 0}
     return {"within_group_srcc": float(np.mean(values)), "n_groups": len(values)}
 

@@ -31,7 +31,7 @@ from agiqa_lib.core.errors import AgiqaError
 from agiqa_lib.core.profiles import get_profile
 from agiqa_lib.ma_agiqa.model import VARIANTS
 
-FAST_EPOCHS, FAST_BOOT = 2, 100  # `fast=True`: a smoke run (and `StudyConfig`'s 96 images)
+FAST_EPOCHS = 2  # `fast=True`: a smoke run (and `StudyConfig`'s images, bootstrap)
 FLIPS = ("as_released", "horizontal")
 RESIZES = ("released_cv2", "pil")
 VAL_SELECTIONS = ("corrected", "as_released")
@@ -161,7 +161,6 @@ class MAStudyConfig(StudyConfig):
             raise AgiqaError("seeds must name at least one training seed.")
         if self.fast:
             object.__setattr__(self, "epochs", min(self.epochs or FAST_EPOCHS, FAST_EPOCHS))
-            object.__setattr__(self, "n_boot", min(self.n_boot, FAST_BOOT))
         self.train_config(self.seeds[0], device="cpu")  # validates the recipe
 
     @property
