@@ -34,6 +34,7 @@ from jupyter_client.manager import KernelManager
 from papermill.cli import papermill
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
+from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
 JOB = "::job"
@@ -224,8 +225,8 @@ class WarmEngine(NBClientEngine):
         client = PapermillNotebookClient(
             nb_man, km=km, **merge_kwargs(kwargs, timeout=execution_timeout,
                                          startup_timeout=start_timeout, kernel_name=kernel_name,
-                                         log_output=log_output, stdout_file=stdout_file,
-                                         stderr_file=stderr_file))
+                                         log=logger, log_output=log_output,
+                                         stdout_file=stdout_file, stderr_file=stderr_file))
         try:
             return client.execute()
         finally:

@@ -3,6 +3,13 @@ results in the order asked for."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -33,6 +40,50 @@ def test_jobs_run_in_workers_with_their_share_of_threads_in_order():
     assert side_by_side.run_side_by_side(pow, [(2,), (3,), (1,)], processes=2, shared=(10,),
                                          progress=False) == [100, 1000, 10]
     assert side_by_side.run_side_by_side(pow, [(2,)], processes=2, shared=(10,)) == [100]
+
+
+PARENT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from agiqa_lib.core import side_by_side
+import sleeper
+side_by_side.run_side_by_side(sleeper.sleep, [(sys.argv[1],), (sys.argv[1],)], processes=2,
+                              progress=False)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().split()[2] == "Z")  # a zombie is gone
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="workers are not re-parented on Windows")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A killed notebook kernel leaves no worker running on (each checks its parent every
+    second)."""
+    (tmp_path / "sleeper.py").write_text(
+        "import os, time\n"
+        "def sleep(folder):\n"
+        "    open(os.path.join(folder, f'{os.getpid()}.pid'), 'w').close()\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
 
 
 def test_study_configs_default_to_auto_and_smoke_runs_to_one_process():

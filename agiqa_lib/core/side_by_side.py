@@ -18,6 +18,8 @@ another: its processes are already busy with one run together.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
@@ -53,10 +55,19 @@ def worker_count(requested: int, runs: int, device: torch.device,
     return max(1, min(requested, runs))
 
 
-def _start_worker(threads: int, shared: tuple) -> None:
+def _start_worker(threads: int, shared: tuple, parent: int) -> None:
     global _SHARED
     torch.set_num_threads(threads)
     _SHARED = shared
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this worker once the process that started it is gone (a killed or restarted
+    notebook kernel) instead of finishing runs nobody will collect."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def _call(fn: Callable[..., Any], args: tuple) -> Any:
@@ -79,7 +90,7 @@ def run_side_by_side(fn: Callable[..., Any], jobs: Sequence[tuple], processes: i
     threads = max(1, (cores or usable_cores()) // processes)
     context = torch.multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
-                             initargs=(threads, shared)) as pool:
+                             initargs=(threads, shared, os.getpid())) as pool:
         futures = [pool.submit(_call, fn, tuple(job)) for job in jobs]
         with progress_bar(total=len(jobs), desc=f"{desc} ({processes} side by side)",
                           unit="run", disable=not progress) as bar:
