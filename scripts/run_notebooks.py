@@ -8,7 +8,7 @@ Starting Python and importing papermill once instead of once per notebook saves 
 notebook on a 2-core CPU (`benchmarks/PROFILE.md`). While one notebook runs, the next one's
 kernel starts and imports that notebook's modules (`WarmKernel`), so its first cells wait
 neither for a kernel nor for torch, and the kernel before it shuts down in the background
-(`--fast` cold 66 s -> 54 s); the notebook itself runs unchanged in that kernel. Prints
+(`--fast` cold 70 s -> 56 s); the notebook itself runs unchanged in that kernel. Prints
 `[run_all] NAME ...` and `[run_all] NAME done in N s`; at the first failing job it prints
 which notebook and cell failed, the log's last 25 lines, and exits 1 without running the jobs
 after it.
@@ -59,12 +59,12 @@ def option(args: list[str], name: str, default: str) -> str:
     return args[args.index(name) + 1] if name in args[:-1] else default
 
 
-def imported_modules(notebook: Path) -> list[str]:
-    """The modules the code cells of `notebook` import at top level, in order (for `from a
-    import b` both `a` and `a.b`: b may be a submodule). Cells that are not plain Python are
-    skipped."""
+def imported_modules(notebook: dict) -> list[str]:
+    """The modules the code cells of a notebook (its parsed JSON) import at top level, in
+    order (for `from a import b` both `a` and `a.b`: b may be a submodule). Cells that are not
+    plain Python are skipped."""
     modules: list[str] = []
-    for cell in json.loads(notebook.read_text())["cells"]:
+    for cell in notebook["cells"]:
         if cell["cell_type"] != "code":
             continue
         try:
@@ -146,8 +146,9 @@ class WarmKernel:
     """
 
     def __init__(self, notebook: Path, cwd: Path, log: Path) -> None:
-        self.kernel_name = json.loads(notebook.read_text())["metadata"]["kernelspec"]["name"]
-        self.code = warm_up_code(imported_modules(notebook))
+        content = json.loads(notebook.read_text())
+        self.kernel_name = content["metadata"]["kernelspec"]["name"]
+        self.code = warm_up_code(imported_modules(content))
         self.cwd, self.log = cwd, log
         self.km: KernelManager | None = None
         self.error: BaseException | None = None

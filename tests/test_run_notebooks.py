@@ -3,6 +3,7 @@ modules) while the notebook before it ran; a notebook's own errors still name it
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def _outputs(path: Path) -> list[str]:
 def test_imported_modules_lists_top_level_imports_in_order(tmp_path):
     nb = _notebook(tmp_path / "a.ipynb", "import json\nfrom os import path as p, sep",
                    "%matplotlib inline", "def f():\n    import wave\nfrom . import x")
-    assert imported_modules(nb) == ["json", "os", "os.path", "os.sep"]
+    assert imported_modules(json.loads(nb.read_text())) == ["json", "os", "os.path", "os.sep"]
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="imports only at idle priority (Linux)")
