@@ -24,11 +24,6 @@ import argparse
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
-from sklearn.linear_model import RidgeCV
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVR
-
 from timm.data import ImageNetInfo
 from transformers import AutoModel, AutoTokenizer
 
@@ -39,9 +34,10 @@ from agiqa_lib.core.folding import fold_batchnorm
 from agiqa_lib.core.io import open_rgb
 from agiqa_lib.core.paths import shared_agiqa3k_root
 from agiqa_lib.core.progress import progress_bar
-from agiqa_lib.evaluation.metrics import within_group_srcc_stats
 from agiqa_lib.ma_agiqa import study
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
+
+from probe_image_size import val_scores  # ridge and SVR fitted on train, scored on val
 
 
 def feature_sets(tokens: torch.Tensor, semantic: torch.Tensor) -> dict[str, np.ndarray]:
@@ -80,19 +76,6 @@ def sentence_vectors(sentences: list[str], batch_size: int = 64) -> np.ndarray:
     return torch.cat(rows).numpy()
 
 
-def val_scores(features: np.ndarray, mos: np.ndarray, generators: np.ndarray,
-               train: np.ndarray, val: np.ndarray) -> dict[str, tuple[float, float]]:
-    """{probe: (val SRCC, mean within-generator val SRCC)} of probes fitted on `train` rows."""
-    scaler = StandardScaler().fit(features[train])
-    fit_x, val_x = scaler.transform(features[train]), scaler.transform(features[val])
-    out = {}
-    for name, model in (("ridge", RidgeCV(alphas=np.logspace(-1, 4, 16))), ("svr", SVR())):
-        pred = model.fit(fit_x, mos[train]).predict(val_x)
-        within = within_group_srcc_stats(pred, mos[val], generators[val])["within_group_srcc"]
-        out[name] = (float(spearmanr(pred, mos[val])[0]), within)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=shared_agiqa3k_root(),
@@ -102,10 +85,11 @@ def main() -> None:
     cfg = MAStudyConfig(dataset="agiqa3k", root=args.root, profile="lite",
                         variants=("released_gate",), progress=True, fast=args.fast)
     data = study.prepare(cfg)
-    train, val = data.rows("train"), data.rows("val")
+    split = data.split.to_numpy()
+    train, val = split == "train", split == "val"
     mos = data.df["mos"].to_numpy(dtype=float)
     generators = data.df["generator"].to_numpy()
-    print(f"agiqa3k lite, ma_agiqa split: {len(train)} train, {len(val)} val rows (test never "
+    print(f"agiqa3k lite, ma_agiqa split: {train.sum()} train, {val.sum()} val rows (test never "
           f"read); tokens {tuple(data.tokens.shape)}, stand-in vectors "
           f"{tuple(data.semantic.shape)}")
     sets = feature_sets(data.tokens, data.semantic)
@@ -116,7 +100,7 @@ def main() -> None:
         [sets["Lite0 tokens pooled"], sets["label sentence"]], 1)
     print("| features | probe | val SRCC | within-generator val SRCC |\n|---|---|---|---|")
     for name, features in sets.items():
-        for probe, (srcc, within) in val_scores(features, mos, generators, train, val).items():
+        for probe, (srcc, within) in val_scores(features, mos, generators, split).items():
             print(f"| {name} | {probe} | {srcc:.4f} | {within:.4f} |", flush=True)
 
 
