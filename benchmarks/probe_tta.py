@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 from scipy import stats
 
+from agiqa_lib.core.checkpoints import read_metadata
 from agiqa_lib.core.paths import shared_agiqa3k_root
+from agiqa_lib.core.training import TrainingState
 from agiqa_lib.ma_agiqa import study
 from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.model import MAAGIQA
-from agiqa_lib.ma_agiqa.train import new_model
+from agiqa_lib.ma_agiqa.train import SELECTION, adam, new_model
 
 RUN = re.compile(r"^(?P<variant>[a-z_]+)_seed(?P<seed>\d+)_")
-BEST = "best/best_on_val/"
 
 
 def symmetries(grid: torch.Tensor) -> list[torch.Tensor]:
@@ -77,12 +77,14 @@ def main() -> None:
     for run in runs:
         variant, seed = RUN.match(run.name)["variant"], int(RUN.match(run.name)["seed"])
         model = new_model(data, variant, seed)
-        best = {k[len(BEST):]: v for k, v in load_file(run / "last.safetensors").items()
-                if k.startswith(BEST)}
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        if not trainable <= best.keys():
-            raise SystemExit(f"{run}: no {BEST} snapshot of every trainable weight")
-        model.load_state_dict(best, strict=False)  # the frozen backbone is not in it
+        state_file = run / "last.safetensors"
+        params = [p for p in model.parameters() if p.requires_grad]
+        # the state's own fingerprint: the probe reads a finished run, it does not resume it
+        state = TrainingState(model, adam(params, cfg.train_config(seed)),
+                              fingerprint=read_metadata(state_file)["fingerprint"])
+        if not state.restore(state_file) or SELECTION not in state.snapshots:
+            raise SystemExit(f"{state_file}: not a training state with a {SELECTION} snapshot")
+        state.load_weights(state.snapshots[SELECTION])  # every trainable tensor, or KeyError
         model.eval()
         grid = model.cfg.maniqa.grid
         for part in ("val", "test"):
