@@ -193,7 +193,7 @@ class WarmKernel:
 
     def stop(self) -> None:
         """Shut the kernel down in the background (a graceful shutdown takes about 1.5 s)."""
-        if not self.stopper.is_alive() and self.stopper.ident is None:
+        if self.stopper.ident is None:  # not started yet
             self.stopper.start()
 
     def join(self) -> None:
