@@ -1,6 +1,6 @@
 """How learnable is the demo's quality signal? Frozen Lite0 features + ridge vs generator mean.
 
-Prompt-grouped 5-fold cross-validation on the default demo (600 images): SRCC of a ridge
+Prompt-grouped 5-fold cross-validation on the default demo (512 images): SRCC of a ridge
 regression on ImageNet EfficientNet-Lite0 pooled features, of the generator-mean baseline, and
 of the two combined. Run: `HF_HUB_OFFLINE=1 python benchmarks/demo_learnability.py [--target T]`.
 """

@@ -76,6 +76,17 @@ def test_demo_is_deterministic_for_a_seed(tmp_path, small_demo):
     assert folder_digest(other) != folder_digest(small_demo)
 
 
+def test_fewer_prompts_are_a_prefix_of_more(tmp_path, small_demo):
+    """A smaller demo holds the first prompts of a larger one with the same seed, byte for byte."""
+    fewer = make_demo_dataset(tmp_path / "fewer", seed=3, n_images=32, image_size=64)
+    small = pd.read_csv(small_demo / "data.csv").set_index("name")
+    part = pd.read_csv(fewer / "data.csv").set_index("name")
+    assert len(part) == 32 and part["prompt"].nunique() == 4
+    pd.testing.assert_frame_equal(part, small.loc[part.index])
+    for name in part.index:
+        assert (fewer / "images" / name).read_bytes() == (small_demo / "images" / name).read_bytes()
+
+
 def test_uneven_count_drops_last_generator_prompts(tmp_path):
     df = load_dataset("demo", make_demo_dataset(tmp_path / "odd", n_images=13, image_size=32))
     assert len(df) == 13
@@ -151,14 +162,14 @@ def test_killed_generation_is_not_reused(tmp_path):
 
 
 def test_default_demo_from_cache_and_learnable(tmp_path_factory):
-    """`load_dataset("demo")` with no root: 600 images at 256 px under cache_dir()/demo."""
+    """`load_dataset("demo")` with no root: 512 images (64 prompts) at 256 px under cache_dir()/demo."""
     started = time.perf_counter()
     df = load_dataset("demo")
     elapsed = time.perf_counter() - started
     root = demo.default_demo_root()
     assert root.parent.name == "demo" and root.name.startswith(f"v{demo.VERSION}-")
     assert Path(df["path"].iloc[0]).is_relative_to(root)
-    assert len(df) == 600 and df["prompt"].nunique() == 75
+    assert len(df) == demo.DEFAULT_N_IMAGES == 512 and df["prompt"].nunique() == 64
     with Image.open(df["path"].iloc[0]) as image:
         assert image.size == (256, 256)
     assert elapsed < 120, f"default demo took {elapsed:.0f} s"

@@ -37,7 +37,7 @@ def test_notebook_on_demo_with_tiny_clip(tmp_path):
     released = records[records["feature_scale"].fillna(1.0) == 1.0]
     assert set(released.loc[released["model"] == "clip_agiqa", "selection"]) == {"best_on_test", "last"}
     assert (records["dataset"] == "demo").all() and (records["profile"] == "tiny").all()
-    # fast: 96 of the 600 demo images, evenly spread; the clip_agiqa split tests 20 of them
+    # fast: 96 of the 512 demo images, evenly spread; the clip_agiqa split tests 20 of them
     assert records["srcc"].between(-1, 1).all() and (records["n"] == 20).all()
 
     from PIL import Image

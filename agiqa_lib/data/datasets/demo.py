@@ -5,9 +5,9 @@ drawn with PIL from a short text prompt ("two red circles left of a blue star, d
 large shapes, outline style") by one of eight simulated "generators", each with its own habits
 of technical defects (blur, noise, banding, JPEG blocking) and semantic/coherence defects
 (missing or extra objects, wrong colours, swapped layout, fragmented shapes). Every prompt is
-drawn by every generator (like AGIQA-3K: 300 prompts x 10 generators), so prompt-disjoint
-splits matter. It lets the whole study run anywhere in minutes; its numbers say nothing about
-real AGIQA models.
+drawn by every generator (like AGIQA-3K: 300 prompts x 10 generators; the default demo has 64
+prompts x 8 generators = 512 images), so prompt-disjoint splits matter. It lets the whole
+study run anywhere in minutes; its numbers say nothing about real AGIQA models.
 
 Simulated generators (per image, each defect level is drawn uniformly from the range shown,
 so images of one generator differ; p_* are per-object-group / per-object probabilities):
@@ -78,13 +78,17 @@ from agiqa_lib.core.progress import progress_bar
 VERSION = 1
 MARKER = "demo.json"
 STALE_TMP_SECONDS = 3600
+# 64 prompts x 8 generators: sized so the whole demo study runs in under 8 minutes on 2 CPU
+# cores (75 prompts, 600 images, took 8.3-8.9 min; benchmarks/PROFILE.md, "Demo size").
+DEFAULT_N_IMAGES = 512
 
 def _params(n_images: int, image_size: int, seed: int) -> dict:
     """Everything that determines the generated files (compared on reuse)."""
     return {"version": VERSION, "n_images": n_images, "image_size": image_size, "seed": seed}
 
 
-def default_demo_root(n_images: int = 600, image_size: int = 256, seed: int = 0) -> Path:
+def default_demo_root(n_images: int = DEFAULT_N_IMAGES, image_size: int = 256,
+                      seed: int = 0) -> Path:
     """Cache folder of the demo with these parameters: `cache_dir()/demo/v{VERSION}-{hash}`."""
     params = _params(n_images, image_size, seed)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
@@ -129,8 +133,8 @@ def _remove_stale_temporaries(root: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def make_demo_dataset(root: str | Path, n_images: int = 600, image_size: int = 256,
-                      seed: int = 0) -> Path:
+def make_demo_dataset(root: str | Path, n_images: int = DEFAULT_N_IMAGES,
+                      image_size: int = 256, seed: int = 0) -> Path:
     """Generate the synthetic demo dataset into `root` (reused when already complete there).
 
     Written into a temporary sibling folder first and renamed onto `root` at the end, so a
