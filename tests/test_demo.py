@@ -162,7 +162,7 @@ def test_killed_generation_is_not_reused(tmp_path):
 
 
 def test_default_demo_from_cache_and_learnable(tmp_path_factory):
-    """`load_dataset("demo")` with no root: 512 images (64 prompts) at 256 px under cache_dir()/demo."""
+    """`load_dataset("demo")` with no root: 512 images, 64 prompts, 256 px, in cache_dir()/demo."""
     started = time.perf_counter()
     df = load_dataset("demo")
     elapsed = time.perf_counter() - started

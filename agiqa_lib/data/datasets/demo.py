@@ -82,6 +82,7 @@ STALE_TMP_SECONDS = 3600
 # cores (75 prompts, 600 images, took 8.3-8.9 min; benchmarks/PROFILE.md, "Demo size").
 DEFAULT_N_IMAGES = 512
 
+
 def _params(n_images: int, image_size: int, seed: int) -> dict:
     """Everything that determines the generated files (compared on reuse)."""
     return {"version": VERSION, "n_images": n_images, "image_size": image_size, "seed": seed}
