@@ -16,7 +16,6 @@ are chosen on val, never on test.
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import numpy as np
@@ -26,12 +25,10 @@ import torch.nn.functional as F
 from scipy import stats
 from torch.utils.data import DataLoader
 
-from agiqa_lib.core.paths import shared_agiqa3k_root
 from agiqa_lib.evaluation.metrics import within_group_srcc_stats
-from agiqa_lib.ma_agiqa import study
-from agiqa_lib.ma_agiqa.config import MAStudyConfig
 from agiqa_lib.ma_agiqa.data import MAItems
-from agiqa_lib.ma_agiqa.train import adam, new_model, predict
+from agiqa_lib.ma_agiqa.train import adam, predict
+from probe_weight_average import lite_maniqa, probe_parser
 
 
 def rank_term(score: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
@@ -44,22 +41,11 @@ def rank_term(score: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("arm", choices=("mse", "mse+rank"))
     parser.add_argument("--weight", type=float, default=1.0, help="of the ranking term")
-    parser.add_argument("--root", default=shared_agiqa3k_root(),
-                        help="AGIQA-3K folder (default: ../shared/data/AGIQA-3K when present)")
-    parser.add_argument("--seed", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--fast", action="store_true", help="96 images, 2 epochs: a check")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = MAStudyConfig(dataset="agiqa3k", root=args.root, profile="lite",
-                        variants=("maniqa",), progress=False, fast=args.fast)
-    data = study.prepare(cfg)
-    train_cfg = cfg.train_config(args.seed, device="cpu")
-    model = new_model(data, "maniqa", args.seed)
+    data, train_cfg, model = lite_maniqa(args)
     optimizer = adam([p for p in model.parameters() if p.requires_grad], train_cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_cfg.t_max,
                                                            eta_min=train_cfg.eta_min)

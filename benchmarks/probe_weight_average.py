@@ -28,29 +28,41 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from agiqa_lib.core.paths import shared_agiqa3k_root
 from agiqa_lib.ma_agiqa import study
-from agiqa_lib.ma_agiqa.config import MAStudyConfig
+from agiqa_lib.ma_agiqa.config import MAStudyConfig, TrainConfig
+from agiqa_lib.ma_agiqa.data import PreparedData
+from agiqa_lib.ma_agiqa.model import MAAGIQA
 from agiqa_lib.ma_agiqa.train import new_model, predict_rows, train_run
 
 DECAYS = (0.99, 0.998)
 LAST_EPOCHS = (3, 5)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_parser(description: str) -> argparse.ArgumentParser:
+    """The options every `lite` MANIQA probe takes: --root, --seed, --threads, --fast."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--root", default=shared_agiqa3k_root(),
                         help="AGIQA-3K folder (default: ../shared/data/AGIQA-3K when present)")
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fast", action="store_true",
                         help="96 images, 2 epochs: a check of the probe itself")
-    args = parser.parse_args()
+    return parser
+
+
+def lite_maniqa(args: argparse.Namespace) -> tuple[PreparedData, TrainConfig, MAAGIQA]:
+    """What a probe starts from: the `ma_agiqa` data of AGIQA-3K under `lite`, the released
+    train config of `args.seed` on the CPU, and a fresh MANIQA-alone model of that seed."""
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = MAStudyConfig(dataset="agiqa3k", root=args.root, profile="lite",
                         variants=("maniqa",), progress=False, fast=args.fast)
     data = study.prepare(cfg)
-    train_cfg = cfg.train_config(args.seed, device="cpu")
-    model = new_model(data, "maniqa", args.seed)
+    return data, cfg.train_config(args.seed, device="cpu"), new_model(data, "maniqa", args.seed)
+
+
+def main() -> None:
+    args = probe_parser(__doc__.splitlines()[0]).parse_args()
+    data, train_cfg, model = lite_maniqa(args)
     steps_per_epoch = len(data.rows("train")) // train_cfg.batch_size
     emas = {d: AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(d), use_buffers=True)
             for d in DECAYS}

@@ -71,7 +71,8 @@ def val_run(views: torch.Tensor, fit_mos: np.ndarray, val_features: torch.Tensor
     model.load_trainable_state_dict(result.states["last"])
     pred = predict(model, val_features)
     history = result.history
-    return {"setting": setting, "seed": seed, "model": "clip_agiqa" if use_text else "image_only_control",
+    return {"setting": setting, "seed": seed,
+            "model": "clip_agiqa" if use_text else "image_only_control",
             "val_last": float(history["val_srcc"].iloc[-1]),
             "val_best": float(history["val_srcc"].max()),
             "best_epoch": int(history["val_srcc"].idxmax()) + 1,
